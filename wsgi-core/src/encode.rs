@@ -1,0 +1,132 @@
+//! Response body encoders: one per [`ResponseBody`] framing, writing into a caller-owned buffer.
+
+use crate::error::UsageError;
+use crate::framing::ResponseBody;
+
+/// Encodes a response body for the framing its head chose.
+///
+/// ```
+/// use wsgi_core::{BodyEncoder, ResponseBody};
+/// let mut out = Vec::new();
+/// let mut encoder = BodyEncoder::new(ResponseBody::Chunked);
+/// encoder.encode(b"foo bar", &mut out).unwrap();
+/// encoder.encode(b"", &mut out).unwrap(); // empty chunks write nothing
+/// encoder.finish(&mut out).unwrap();
+/// assert_eq!(out, b"7\r\nfoo bar\r\n0\r\n\r\n");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyEncoder {
+    kind: EncoderKind,
+    sent: u64,
+    finished: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EncoderKind {
+    Empty,
+    Length(u64),
+    Chunked,
+    CloseDelimited,
+}
+
+impl BodyEncoder {
+    /// Creates the encoder for `framing`.
+    pub fn new(framing: ResponseBody) -> BodyEncoder {
+        let kind = match framing {
+            ResponseBody::Empty => EncoderKind::Empty,
+            ResponseBody::Length(n) => EncoderKind::Length(n),
+            ResponseBody::Chunked => EncoderKind::Chunked,
+            ResponseBody::CloseDelimited => EncoderKind::CloseDelimited,
+        };
+        BodyEncoder { kind, sent: 0, finished: false }
+    }
+
+    /// Appends `chunk`, framed, to `out`.
+    ///
+    /// An empty chunk writes nothing (in chunked framing it would end the body). With the
+    /// `Empty` framing (HEAD, 204, 304) the bytes are counted but not written.
+    ///
+    /// # Errors
+    ///
+    /// - [`UsageError::BodyTooLong`] if `chunk` passes the Content-Length: the bytes up to it are
+    ///   written, the rest dropped.
+    /// - [`UsageError::ResponseEnded`] after [`finish`](Self::finish).
+    pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), UsageError> {
+        if self.finished {
+            return Err(UsageError::ResponseEnded);
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match self.kind {
+            EncoderKind::Empty => {}
+            EncoderKind::Length(declared) => {
+                let room = declared - self.sent;
+                if chunk.len() as u64 > room {
+                    out.extend_from_slice(&chunk[..room as usize]);
+                    self.sent = declared;
+                    return Err(UsageError::BodyTooLong { declared });
+                }
+                out.extend_from_slice(chunk);
+            }
+            EncoderKind::Chunked => {
+                let mut hex = [0u8; 16];
+                let digits = write_hex(chunk.len() as u64, &mut hex);
+                out.reserve(digits.len() + chunk.len() + 4);
+                out.extend_from_slice(digits);
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\r\n");
+            }
+            EncoderKind::CloseDelimited => out.extend_from_slice(chunk),
+        }
+        self.sent += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the body: the last chunk for chunked framing, nothing otherwise.
+    ///
+    /// # Errors
+    ///
+    /// - [`UsageError::BodyTooShort`] if fewer bytes than the Content-Length were sent; the
+    ///   message cannot be completed and its connection must close.
+    /// - [`UsageError::ResponseEnded`] if called twice.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), UsageError> {
+        if self.finished {
+            return Err(UsageError::ResponseEnded);
+        }
+        self.finished = true;
+        match self.kind {
+            EncoderKind::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+            EncoderKind::Length(declared) if self.sent < declared => {
+                return Err(UsageError::BodyTooShort { declared, sent: self.sent });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Returns the body bytes accepted so far (before framing; for `Empty`, those counted).
+    pub fn body_bytes(&self) -> u64 {
+        self.sent
+    }
+
+    /// Returns `true` if the connection must close to end this body (HTTP/1.0 without a
+    /// Content-Length).
+    pub fn is_close_delimited(&self) -> bool {
+        self.kind == EncoderKind::CloseDelimited
+    }
+}
+
+/// Writes `n` in lowercase hex without leading zeros into `buf`, returning the digits.
+fn write_hex(mut n: u64, buf: &mut [u8; 16]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! Request head parsing (httparse) and validation.
+//!
+//! The scanner finds the end of the head incrementally, checking each line's terminator and the
+//! size limits as bytes arrive, so a partial head is never re-tokenized and an oversized one is
+//! refused before it is complete. httparse tokenizes the complete head once; this module then adds
+//! what httparse leaves to the server: the target's form, Host, and the body framing.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::config::Config;
+use crate::error::ProtocolError;
+use crate::framing::{self, RequestBody};
+
+/// The HTTP version of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// HTTP/1.0.
+    Http10,
+    /// HTTP/1.1.
+    Http11,
+}
+
+impl Version {
+    /// Returns the version as it appears on the wire, e.g. `"HTTP/1.1"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// The form of a request target (RFC 9112 §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TargetForm {
+    /// `/path?query`, the usual form.
+    Origin,
+    /// `http://authority/path?query`, as sent to proxies; the authority replaces Host.
+    Absolute,
+    /// `*`, only with `OPTIONS`.
+    Asterisk,
+}
+
+/// A byte range inside [`RequestHead`]'s buffer. Heads are bounded by `Config::max_head_size`,
+/// which the scanner keeps far below `u32::MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn of(base: &[u8], part: &[u8]) -> Span {
+        let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+        Span { start: start as u32, end: (start + part.len()) as u32 }
+    }
+
+    fn sub(self, from: usize, to: usize) -> Span {
+        Span { start: self.start + from as u32, end: self.start + to as u32 }
+    }
+
+    fn get(self, bytes: &[u8]) -> &[u8] {
+        bytes.get(self.start as usize..self.end as usize).unwrap_or_default()
+    }
+}
+
+/// A parsed and validated request head: request line and header fields.
+///
+/// It owns the head's bytes (a zero-copy slice of the connection's read buffer); every accessor
+/// borrows from them. Header names and values are as the client sent them (names keep their
+/// case; values are raw bytes, which WSGI reads as latin-1).
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    bytes: Bytes,
+    method: Span,
+    target: Span,
+    path: Span,
+    query: Option<Span>,
+    authority: Option<Span>,
+    form: TargetForm,
+    version: Version,
+    fields: Vec<(Span, Span)>,
+    host: Option<Span>,
+    body: RequestBody,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl RequestHead {
+    /// Returns the method, e.g. `"GET"` (a token, so always ASCII).
+    pub fn method(&self) -> &str {
+        std::str::from_utf8(self.method.get(&self.bytes)).unwrap_or_default()
+    }
+
+    /// Returns `true` for a `HEAD` request, whose response carries no body bytes.
+    pub fn is_head(&self) -> bool {
+        self.method.get(&self.bytes) == b"HEAD"
+    }
+
+    /// Returns the request target exactly as sent.
+    pub fn target(&self) -> &[u8] {
+        self.target.get(&self.bytes)
+    }
+
+    /// Returns the form of the request target.
+    pub fn target_form(&self) -> TargetForm {
+        self.form
+    }
+
+    /// Returns the target's path, still percent-encoded: `/a%20b` for `/a%20b?x`, `/` for
+    /// `http://host` and `*` for the asterisk form.
+    pub fn path(&self) -> &[u8] {
+        match self.form {
+            TargetForm::Absolute if self.path.start == self.path.end => b"/",
+            _ => self.path.get(&self.bytes),
+        }
+    }
+
+    /// Returns the target's query without the `?`, as sent, or `None` if there is no `?`.
+    pub fn query(&self) -> Option<&[u8]> {
+        self.query.map(|s| s.get(&self.bytes))
+    }
+
+    /// Returns the HTTP version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Returns the header fields in the order they were sent, names as sent.
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
+        self.fields.iter().map(|&(n, v)| {
+            (std::str::from_utf8(n.get(&self.bytes)).unwrap_or_default(), v.get(&self.bytes))
+        })
+    }
+
+    /// Returns the value of the first header field named `name` (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// Returns the authority the request is for: the absolute-form target's authority if the
+    /// target has one (RFC 9112 §3.2.2: it overrides Host), else the Host value, else `None`
+    /// (an HTTP/1.0 request without Host).
+    pub fn host(&self) -> Option<&[u8]> {
+        self.authority.or(self.host).map(|s| s.get(&self.bytes))
+    }
+
+    /// Returns how the request body is framed.
+    pub fn body(&self) -> RequestBody {
+        self.body
+    }
+
+    /// Returns the declared Content-Length, if the request has one.
+    pub fn content_length(&self) -> Option<u64> {
+        match self.body {
+            RequestBody::Length(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Returns whether the client allows the connection to be reused after this exchange
+    /// (HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`).
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// Returns whether the client sent `Expect: 100-continue` and waits for an interim response
+    /// before sending its body.
+    pub fn expects_continue(&self) -> bool {
+        self.expect_continue
+    }
+}
+
+/// The largest head the scanner accepts regardless of configuration, so spans fit in `u32`.
+const HEAD_SIZE_CAP: usize = 16 << 20;
+
+/// Stack room for this many fields; heads with more use a heap buffer.
+const STACK_FIELDS: usize = 64;
+
+/// Finds the end of a request head as bytes arrive and parses it once it is complete.
+#[derive(Debug, Default)]
+pub(crate) struct HeadScanner {
+    /// Bytes of the buffer already checked for line terminators.
+    scanned: usize,
+    /// Where the line being received starts.
+    line_start: usize,
+    /// Complete lines so far, the request line included.
+    lines: usize,
+}
+
+impl HeadScanner {
+    /// Scans `buf` for a complete head. On success the head's bytes are split off `buf`, which
+    /// keeps whatever follows (body bytes, the next pipelined request).
+    pub(crate) fn parse(
+        &mut self,
+        buf: &mut BytesMut,
+        config: &Config,
+    ) -> Result<Option<RequestHead>, ProtocolError> {
+        let max_head = config.max_head_size.min(HEAD_SIZE_CAP);
+        loop {
+            let Some(i) = memchr::memchr(b'\n', &buf[self.scanned..]) else {
+                self.scanned = buf.len();
+                self.check_line(buf.len() - self.line_start, config)?;
+                if buf.len() > max_head {
+                    return Err(ProtocolError::HeadTooLarge);
+                }
+                return Ok(None);
+            };
+            let lf = self.scanned + i;
+            if lf == 0 || buf[lf - 1] != b'\r' {
+                return Err(ProtocolError::BareLineEnding);
+            }
+            let line_len = lf - 1 - self.line_start;
+            self.check_line(line_len, config)?;
+            if lf + 1 > max_head {
+                return Err(ProtocolError::HeadTooLarge);
+            }
+            if line_len == 0 {
+                if self.lines == 0 {
+                    // RFC 9112 §2.2: ignore empty lines before the request line.
+                    buf.advance(lf + 1);
+                    *self = HeadScanner::default();
+                    continue;
+                }
+                let end = lf + 1;
+                let head = parse_complete(&buf[..end], self.lines - 1, config)?;
+                let head = head.into_head(buf.split_to(end).freeze());
+                *self = HeadScanner::default();
+                return Ok(Some(head));
+            }
+            self.lines += 1;
+            if self.lines - 1 > config.max_header_count {
+                return Err(ProtocolError::TooManyFields);
+            }
+            self.line_start = lf + 1;
+            self.scanned = lf + 1;
+        }
+    }
+
+    fn check_line(&self, len: usize, config: &Config) -> Result<(), ProtocolError> {
+        if self.lines == 0 {
+            if len > config.max_request_line {
+                return Err(ProtocolError::TargetTooLong);
+            }
+        } else if len > config.max_field_size {
+            return Err(ProtocolError::FieldTooLarge);
+        }
+        Ok(())
+    }
+}
+
+/// A parsed head whose spans point into bytes it does not own yet.
+struct Parsed {
+    method: Span,
+    target: Span,
+    path: Span,
+    query: Option<Span>,
+    authority: Option<Span>,
+    form: TargetForm,
+    version: Version,
+    fields: Vec<(Span, Span)>,
+    host: Option<Span>,
+    body: RequestBody,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl Parsed {
+    fn into_head(self, bytes: Bytes) -> RequestHead {
+        RequestHead {
+            bytes,
+            method: self.method,
+            target: self.target,
+            path: self.path,
+            query: self.query,
+            authority: self.authority,
+            form: self.form,
+            version: self.version,
+            fields: self.fields,
+            host: self.host,
+            body: self.body,
+            keep_alive: self.keep_alive,
+            expect_continue: self.expect_continue,
+        }
+    }
+}
+
+/// Tokenizes and validates a complete head (`head` ends with the empty line).
+fn parse_complete(head: &[u8], field_count: usize, config: &Config) -> Result<Parsed, ProtocolError> {
+    let mut parser = httparse::ParserConfig::default();
+    parser.allow_multiple_spaces_in_request_line_delimiters(false);
+    let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_FIELDS] =
+        [const { MaybeUninit::uninit() }; STACK_FIELDS];
+    let mut heap: Vec<MaybeUninit<httparse::Header<'_>>> = Vec::new();
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if field_count <= STACK_FIELDS {
+        &mut stack[..field_count.max(1)]
+    } else {
+        heap.resize_with(field_count, MaybeUninit::uninit);
+        &mut heap
+    };
+    let mut req = httparse::Request::new(&mut []);
+    match parser.parse_request_with_uninit_headers(&mut req, head, slots) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+        // The scanner saw the empty line, so httparse must see it too.
+        Ok(_) => return Err(ProtocolError::BadRequestLine),
+        Err(e) => return Err(classify(e, head)),
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(ProtocolError::BadRequestLine);
+    };
+    let version = match minor {
+        0 => Version::Http10,
+        1 => Version::Http11,
+        _ => return Err(ProtocolError::UnsupportedVersion),
+    };
+    let method_span = Span::of(head, method.as_bytes());
+    let target_span = Span::of(head, target.as_bytes());
+    let t = target.as_bytes();
+    let (form, authority, path, query) = split_target(method.as_bytes(), t)?;
+    let authority = authority.map(|(a, b)| target_span.sub(a, b));
+    let path = target_span.sub(path.0, path.1);
+    let query = query.map(|(a, b)| target_span.sub(a, b));
+
+    let mut fields = Vec::with_capacity(req.headers.len());
+    let mut host = None;
+    let mut host_count = 0usize;
+    let mut keep_alive_token = false;
+    let mut close_token = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        fields.push((Span::of(head, name), Span::of(head, h.value)));
+        if name.eq_ignore_ascii_case(b"host") {
+            host_count += 1;
+            host = Some(Span::of(head, h.value));
+            if !valid_authority(h.value) {
+                return Err(ProtocolError::BadHost);
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in framing::list_elements(h.value) {
+                close_token |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    match host_count {
+        0 if version == Version::Http11 => return Err(ProtocolError::MissingHost),
+        0 | 1 => {}
+        _ => return Err(ProtocolError::MultipleHost),
+    }
+    let body = framing::request_framing(
+        version,
+        req.headers.iter().map(|h| (h.name, h.value)),
+        config.max_body_size,
+    )?;
+    let keep_alive = framing::keep_alive(version, close_token, keep_alive_token);
+    Ok(Parsed {
+        method: method_span,
+        target: target_span,
+        path,
+        query,
+        authority,
+        form,
+        version,
+        fields,
+        host,
+        body,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+type Range2 = (usize, usize);
+
+/// Splits a request target into its form, authority, path and query (as offsets into it).
+fn split_target(
+    method: &[u8],
+    t: &[u8],
+) -> Result<(TargetForm, Option<Range2>, Range2, Option<Range2>), ProtocolError> {
+    if t.contains(&b'#') {
+        return Err(ProtocolError::BadTarget);
+    }
+    let path_and_query = |from: usize| {
+        let rest = &t[from..];
+        match memchr::memchr(b'?', rest) {
+            Some(q) => ((from, from + q), Some((from + q + 1, t.len()))),
+            None => ((from, t.len()), None),
+        }
+    };
+    match t.first() {
+        Some(b'/') => {
+            let (path, query) = path_and_query(0);
+            Ok((TargetForm::Origin, None, path, query))
+        }
+        Some(b'*') if t.len() == 1 => {
+            if method == b"OPTIONS" {
+                Ok((TargetForm::Asterisk, None, (0, 1), None))
+            } else {
+                Err(ProtocolError::BadTarget)
+            }
+        }
+        _ if method == b"CONNECT" => Err(ProtocolError::UnsupportedMethod),
+        _ => {
+            let scheme_len = if starts_with_ignore_case(t, b"http://") {
+                7
+            } else if starts_with_ignore_case(t, b"https://") {
+                8
+            } else {
+                return Err(ProtocolError::BadTarget);
+            };
+            let rest = &t[scheme_len..];
+            let auth_len = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
+            let authority = (scheme_len, scheme_len + auth_len);
+            if auth_len == 0 || !valid_authority(&t[authority.0..authority.1]) {
+                return Err(ProtocolError::BadHost);
+            }
+            let (path, query) = path_and_query(authority.1);
+            Ok((TargetForm::Absolute, Some(authority), path, query))
+        }
+    }
+}
+
+fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// Splits `host[:port]` (or `[v6]:port`) into host and port. The input must be valid.
+pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let colon = if a.first() == Some(&b'[') {
+        memchr::memchr(b']', a).and_then(|close| (a.get(close + 1) == Some(&b':')).then_some(close + 1))
+    } else {
+        memchr::memrchr(b':', a)
+    };
+    match colon {
+        Some(c) => (&a[..c], Some(&a[c + 1..])),
+        None => (a, None),
+    }
+}
+
+/// Checks `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2). An empty value is valid:
+/// RFC 9112 §3.2 has clients send an empty Host when the target has no authority.
+pub(crate) fn valid_authority(a: &[u8]) -> bool {
+    let (host, port) = if a.first() == Some(&b'[') {
+        let Some(close) = memchr::memchr(b']', a) else { return false };
+        let inner = &a[1..close];
+        let ok = !inner.is_empty()
+            && inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !ok {
+            return false;
+        }
+        match &a[close + 1..] {
+            [] => (&a[..=close], None),
+            [b':', port @ ..] => (&a[..=close], Some(port)),
+            _ => return false,
+        }
+    } else {
+        let (host, port) = split_authority(a);
+        let ok = host.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
+                        | b'*' | b'+' | b',' | b';' | b'='
+                )
+        });
+        if !ok {
+            return false;
+        }
+        (host, port)
+    };
+    let _ = host;
+    match port {
+        None => true,
+        Some(p) => p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && {
+            p.iter().fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0')) <= 65535
+        },
+    }
+}
+
+/// Explains an httparse error with the status-bearing error it deserves. Runs only on the error
+/// path, so it can afford to look at the head again.
+fn classify(e: httparse::Error, head: &[u8]) -> ProtocolError {
+    let request_line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
+    let request_line = &head[..request_line_end];
+    if memchr::memchr(b'\r', &request_line[..request_line.len().saturating_sub(1)]).is_some() {
+        return ProtocolError::BareLineEnding;
+    }
+    match e {
+        httparse::Error::Version => {
+            let version = request_line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+            let version = version.strip_suffix(b"\r").unwrap_or(version);
+            match version {
+                [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+                    if major.is_ascii_digit() && minor.is_ascii_digit() =>
+                {
+                    ProtocolError::UnsupportedVersion
+                }
+                [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => {
+                    ProtocolError::UnsupportedVersion
+                }
+                _ => ProtocolError::BadRequestLine,
+            }
+        }
+        httparse::Error::Token => {
+            let method_end = request_line.iter().position(|&b| b == b' ');
+            match method_end {
+                Some(m) if m > 0 && request_line[..m].iter().all(|&b| is_tchar(b)) => {
+                    ProtocolError::BadTarget
+                }
+                _ => ProtocolError::BadRequestLine,
+            }
+        }
+        httparse::Error::HeaderName | httparse::Error::HeaderValue | httparse::Error::NewLine => {
+            classify_fields(&head[(request_line_end + 1).min(head.len())..], e)
+        }
+        httparse::Error::TooManyHeaders => ProtocolError::TooManyFields,
+        httparse::Error::Status => ProtocolError::BadRequestLine,
+    }
+}
+
+fn classify_fields(fields: &[u8], e: httparse::Error) -> ProtocolError {
+    for line in fields.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.contains(&b'\r') {
+            return ProtocolError::BareLineEnding;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            return ProtocolError::ObsoleteLineFolding;
+        }
+        if let Some(colon) = memchr::memchr(b':', line) {
+            let name = &line[..colon];
+            if name.last().is_some_and(|&b| b == b' ' || b == b'\t') {
+                return ProtocolError::WhitespaceBeforeColon;
+            }
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+                return ProtocolError::BadFieldName;
+            }
+            if !crate::response::valid_field_value(&line[colon + 1..]) {
+                return ProtocolError::BadFieldValue;
+            }
+        } else if !line.is_empty() {
+            return ProtocolError::BadFieldName;
+        }
+    }
+    match e {
+        httparse::Error::HeaderValue => ProtocolError::BadFieldValue,
+        _ => ProtocolError::BadFieldName,
+    }
+}
+
+/// `tchar` of RFC 9110 §5.6.2.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`'
+                | b'|' | b'~'
+        )
+}
