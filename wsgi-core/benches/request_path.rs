@@ -1,1 +1,111 @@
-fn main() {}
+//! One typical browser request (about 500 bytes, 12 header fields) from wire bytes to the WSGI
+//! environ, beside `httparse` alone on the same bytes.
+//!
+//! - `httparse_only`: `httparse::Request::parse` with 16 header slots: the tokenizing floor.
+//! - `connection_only`: a kept-alive `Connection` takes the bytes, reports `Request` and
+//!   `EndOfBody`, and writes a tiny response (so it cycles to the next request).
+//! - `environ_only`: `Environ::new` on an already parsed head.
+//! - `connection_to_environ`: the whole path a driver runs per request: the two above together.
+//!
+//! Run with `cargo bench -p wsgi-core --bench request_path`; the figures go in BENCHMARKS.md.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use wsgi_core::{Config, Connection, Environ, Event, ResponseHead, ServerInfo};
+
+/// A Firefox navigation request: 12 header fields, 519 bytes.
+const REQUEST: &[u8] = b"GET /articles/sans-io-servers?page=2 HTTP/1.1\r\n\
+Host: blog.example.com\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
+Accept-Language: en-US,en;q=0.5\r\n\
+Accept-Encoding: gzip, deflate, br\r\n\
+Referer: https://blog.example.com/\r\n\
+Cookie: sessionid=8f14e45fceea167a5a36dedd4bea2543\r\n\
+Connection: keep-alive\r\n\
+Upgrade-Insecure-Requests: 1\r\n\
+Sec-Fetch-Dest: document\r\n\
+Sec-Fetch-Mode: navigate\r\n\
+Cache-Control: max-age=0\r\n\
+\r\n";
+
+fn server_info() -> ServerInfo {
+    ServerInfo::new(
+        Some("127.0.0.1:8000".parse().unwrap()),
+        Some("127.0.0.1:51234".parse().unwrap()),
+    )
+}
+
+/// Runs one request through a kept-alive connection and answers it, leaving the connection ready
+/// for the next; `f` sees the request head.
+fn cycle<R>(
+    conn: &mut Connection,
+    response: &ResponseHead,
+    out: &mut Vec<u8>,
+    now: Instant,
+    f: impl FnOnce(&wsgi_core::RequestHead) -> R,
+) -> R {
+    conn.handle_input(black_box(REQUEST), now);
+    let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!("no request") };
+    let Ok(Some(Event::EndOfBody)) = conn.poll_event() else { panic!("no end of body") };
+    let r = f(&head);
+    out.clear();
+    conn.send_head(response, out).unwrap();
+    conn.send_end(now, out).unwrap();
+    black_box(&*out);
+    r
+}
+
+fn request_path(c: &mut Criterion) {
+    assert_eq!(REQUEST.len(), 519);
+    let mut group = c.benchmark_group("request_path");
+    let now = Instant::now();
+    let server = server_info();
+    let response = ResponseHead::from_wsgi(
+        "200 OK",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "0")],
+    )
+    .unwrap();
+
+    group.bench_function("httparse_only", |b| {
+        b.iter(|| {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut req = httparse::Request::new(&mut headers);
+            let status = req.parse(black_box(REQUEST)).unwrap();
+            black_box((status, req.method, req.path, req.headers.len()));
+        });
+    });
+
+    group.bench_function("connection_only", |b| {
+        let mut conn = Connection::new(Config::default(), now);
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            cycle(&mut conn, &response, &mut out, now, |head| black_box(head.headers().len()))
+        });
+    });
+
+    group.bench_function("environ_only", |b| {
+        let mut conn = Connection::new(Config::default(), now);
+        conn.handle_input(REQUEST, now);
+        let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!("no request") };
+        b.iter(|| black_box(Environ::new(black_box(&head), &server)));
+    });
+
+    group.bench_function("connection_to_environ", |b| {
+        let mut conn = Connection::new(Config::default(), now);
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            cycle(&mut conn, &response, &mut out, now, |head| {
+                black_box(Environ::new(head, &server))
+            })
+        });
+    });
+
+    group.finish();
+}
+
+criterion_group!(benches, request_path);
+criterion_main!(benches);

@@ -63,8 +63,8 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`ResponseError::BadHeaderValue`] (index 0) if the value holds a control character or is
-    /// not latin-1 text.
+    /// [`ResponseError::BadHeaderValue`] (index 0) if the value holds a control character or a
+    /// character outside ASCII.
     pub fn set_server_header(&mut self, value: Option<&str>) -> Result<(), ResponseError> {
         self.server_header = match value {
             None => None,

@@ -86,7 +86,7 @@ impl Connection {
     /// Requests already buffered are still served; the connection closes after them.
     pub fn handle_eof(&mut self, now: Instant) {
         self.state.last_now = now;
-        self.state.apply(Input::Eof);
+        self.state.apply(Input::Eof { buffered: !self.buf.is_empty() });
     }
 
     /// Tells the connection the time is `now`; acts if a deadline has passed.
@@ -245,7 +245,7 @@ impl Connection {
         let framing =
             response_framing(info.version, info.head_method, head.status(), head.content_length());
         let encoder = BodyEncoder::new(framing);
-        self.state.apply(Input::ResponseHead(encoder));
+        self.state.apply(Input::ResponseHead { encoder, buffered: !self.buf.is_empty() });
 
         head.write_status_and_fields(out);
         if let (Some(date), false) = (&self.date, head.has_date()) {
@@ -359,7 +359,7 @@ impl Connection {
     }
 
     /// Returns `true` if the connection can use more input now: it is waiting for a head or
-    /// reading a body, and it has not buffered [`READ_HIGH_WATER`] bytes it has yet to report.
+    /// reading a body, and it has not buffered 64 KiB it has yet to report.
     ///
     /// A driver that is holding back body events (its application is slow) should stop reading
     /// too, whatever this says.

@@ -129,7 +129,8 @@ impl ChunkedDecoder {
         loop {
             match self.state {
                 ChunkState::Size => {
-                    let Some(line) = take_line(buf, self.max_line, ProtocolError::ChunkLineTooLong)?
+                    let Some(line) =
+                        take_line(buf, self.max_line, ProtocolError::ChunkLineTooLong)?
                     else {
                         return Ok(None);
                     };
@@ -150,8 +151,11 @@ impl ChunkedDecoder {
                     }
                     let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
                     let left = remaining - n as u64;
-                    self.state =
-                        if left == 0 { ChunkState::DataEnd } else { ChunkState::Data { remaining: left } };
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data { remaining: left }
+                    };
                     return Ok(Some(Decoded::Data(buf.split_to(n).freeze())));
                 }
                 ChunkState::DataEnd => match buf.get(..2) {
@@ -166,7 +170,8 @@ impl ChunkedDecoder {
                     None => return Ok(None),
                 },
                 ChunkState::Trailer { fields, bytes } => {
-                    let Some(line) = take_line(buf, self.max_field, ProtocolError::BadTrailer)? else {
+                    let Some(line) = take_line(buf, self.max_field, ProtocolError::BadTrailer)?
+                    else {
                         return Ok(None);
                     };
                     if line.is_empty() {
@@ -207,11 +212,13 @@ fn take_line(
         }
         return Ok(None);
     };
+    // Length first, as the partial-line check above would have: the error must not depend on
+    // how the bytes arrived.
+    if lf > max + 1 {
+        return Err(too_long);
+    }
     if lf == 0 || buf[lf - 1] != b'\r' {
         return Err(ProtocolError::BareLineEnding);
-    }
-    if lf - 1 > max {
-        return Err(too_long);
     }
     let line = buf.split_to(lf + 1).freeze();
     let line = line.slice(..lf - 1);

@@ -59,16 +59,21 @@ impl ServerInfo {
         ServerInfo { local, peer, scheme: Scheme::Http, root_path: None }
     }
 
-    /// Sets the path the application is mounted at (`SCRIPT_NAME`), e.g. `/app`. A trailing
-    /// `/` is removed and a missing leading `/` added; `""` or `"/"` mean the root.
+    /// Sets the path the application is mounted at (`SCRIPT_NAME`), e.g. `/app`, as the
+    /// decoded URL path (`/café` matches requests for `/caf%C3%A9`). A trailing `/` is removed
+    /// and a missing leading `/` added; `""` or `"/"` mean the root.
     #[must_use]
     pub fn with_root_path(mut self, root: &str) -> ServerInfo {
         let trimmed = root.trim_end_matches('/');
-        self.root_path = match trimmed {
-            "" => None,
-            r if r.starts_with('/') => Some(Arc::from(r)),
-            r => Some(Arc::from(format!("/{r}"))),
-        };
+        self.root_path = (!trimmed.is_empty()).then(|| {
+            // Stored as a PEP 3333 native string, like PATH_INFO: its UTF-8 bytes as latin-1.
+            let mut native = String::with_capacity(trimmed.len() + 1);
+            if !trimmed.starts_with('/') {
+                native.push('/');
+            }
+            push_latin1(&mut native, trimmed.as_bytes());
+            Arc::from(native)
+        });
         self
     }
 
@@ -87,7 +92,8 @@ impl ServerInfo {
         self
     }
 
-    /// Returns the root path (`""` for the root).
+    /// Returns the root path as a native string (`""` for the root): `/café` is returned as
+    /// `/cafÃ©`, the form `SCRIPT_NAME` takes.
     pub fn root_path(&self) -> &str {
         self.root_path.as_deref().unwrap_or_default()
     }
@@ -218,6 +224,7 @@ impl Environ {
         let mut b = Builder {
             text: String::with_capacity(head.target().len() * 2 + 384 + head.headers().len() * 48),
             entries: Vec::with_capacity(head.headers().len() + 13),
+            http_seen: 0,
         };
         b.push(CgiKey::RequestMethod, head.method());
         b.cgi_path(head, server);
@@ -228,7 +235,7 @@ impl Environ {
         b.server_name_port(head, server);
         if let Some(peer) = server.peer {
             let start = b.text.len();
-            push_display(&mut b.text, peer.ip());
+            push_ip(&mut b.text, peer.ip());
             b.entry(Key::Cgi(CgiKey::RemoteAddr), start);
             b.push(CgiKey::RemotePort, itoa::Buffer::new().format(peer.port()));
         } else {
@@ -246,8 +253,8 @@ impl Environ {
         self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
-    /// Returns the entries as `(key, value)` strings, CGI variables first, then `HTTP_*` in the
-    /// order their headers were first sent.
+    /// Returns the entries as `(key, value)` strings, CGI variables first, then those made from
+    /// header fields (`HTTP_*` and `CONTENT_TYPE`) in the order their fields were first sent.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
         self.entries().map(|(k, v)| (k.as_str(), v))
     }
@@ -282,6 +289,9 @@ impl Environ {
 struct Builder {
     text: String,
     entries: Vec<Entry>,
+    /// A 64-bit filter of the `HTTP_*` keys pushed so far: a name whose bit is clear is new,
+    /// so most headers skip the search for a repeat.
+    http_seen: u64,
 }
 
 impl Builder {
@@ -314,7 +324,8 @@ impl Builder {
         let under_root = !root.is_empty()
             && path.starts_with(root)
             && matches!(path.as_bytes().get(root.len()), None | Some(b'/'));
-        let (script, path_start) = if under_root { (root, start + root.len()) } else { ("", start) };
+        let (script, path_start) =
+            if under_root { (root, start + root.len()) } else { ("", start) };
         let path_end = self.text.len();
         self.entries.push(Entry {
             key: Key::Cgi(CgiKey::PathInfo),
@@ -335,8 +346,14 @@ impl Builder {
             }
             None => match server.local {
                 Some(local) => {
+                    // RFC 3875 §4.1.14: an IPv6 SERVER_NAME is written in brackets, as in a Host.
                     let start = self.text.len();
-                    push_display(&mut self.text, local.ip());
+                    match local {
+                        SocketAddr::V4(a) => push_display(&mut self.text, a.ip()),
+                        SocketAddr::V6(a) => {
+                            push_display(&mut self.text, format_args!("[{}]", a.ip()))
+                        }
+                    }
                     self.entry(Key::Cgi(CgiKey::ServerName), start);
                     self.push(CgiKey::ServerPort, itoa::Buffer::new().format(local.port()));
                 }
@@ -384,7 +401,15 @@ impl Builder {
             });
         }
         let key = Key::Http(key_start as u32, self.text.len() as u32);
-        if let Some(i) = self.find(key, first_http) {
+        // Equal keys come from names equal but for case: hash the length and the ends, lowercased.
+        let (first, last) = (name.first().copied(), name.last().copied());
+        let hash = name.len()
+            ^ usize::from(first.unwrap_or(0) | 0x20) << 1
+            ^ usize::from(last.unwrap_or(0) | 0x20) << 2;
+        let bit = 1u64 << (hash & 63);
+        let maybe_seen = self.http_seen & bit != 0;
+        self.http_seen |= bit;
+        if let Some(i) = maybe_seen.then(|| self.find(key, first_http)).flatten() {
             self.text.truncate(key_start);
             let sep: &[u8] = if name.eq_ignore_ascii_case(b"cookie") { b"; " } else { b"," };
             self.join(i, sep, value);
@@ -397,15 +422,19 @@ impl Builder {
 
     /// Finds an entry with the same key among those from `from` on (the `HTTP_*` section).
     fn find(&self, key: Key, from: usize) -> Option<usize> {
+        // Bytes, not `str` slices: no char-boundary checks, and lengths compared first.
+        let text = self.text.as_bytes();
         let want = match key {
-            Key::Http(a, b) => Some(&self.text[a as usize..b as usize]),
+            Key::Http(a, b) => Some(&text[a as usize..b as usize]),
             Key::Cgi(_) => None,
         };
         self.entries[from..]
             .iter()
             .position(|e| match (e.key, key, want) {
                 (Key::Cgi(x), Key::Cgi(y), _) => x == y,
-                (Key::Http(a, b), Key::Http(..), Some(w)) => &self.text[a as usize..b as usize] == w,
+                (Key::Http(a, b), Key::Http(..), Some(w)) => {
+                    (b - a) as usize == w.len() && &text[a as usize..b as usize] == w
+                }
                 _ => false,
             })
             .map(|i| i + from)
@@ -461,6 +490,23 @@ fn hex_val(b: u8) -> Option<u8> {
         b'a'..=b'f' => Some(b - b'a' + 10),
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
+    }
+}
+
+/// Appends `ip` as `Display` writes it; IPv4 (the common case, once per request) without the
+/// `fmt` machinery.
+fn push_ip(text: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                text.push_str(digits.format(octet));
+            }
+        }
+        std::net::IpAddr::V6(v6) => push_display(text, v6),
     }
 }
 

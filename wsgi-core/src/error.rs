@@ -279,15 +279,15 @@ pub enum ResponseError {
 impl fmt::Display for ResponseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            ResponseError::BadStatus => {
-                f.write_str("status must be a three-digit code, a space and a reason, e.g. '200 OK'")
-            }
+            ResponseError::BadStatus => f.write_str(
+                "status must be a three-digit code, a space and a reason, e.g. '200 OK'",
+            ),
             ResponseError::StatusOutOfRange => {
                 f.write_str("status code must be between 200 and 599")
             }
-            ResponseError::BadReason => f.write_str(
-                "status reason phrase must be latin-1 text without control characters",
-            ),
+            ResponseError::BadReason => {
+                f.write_str("status reason phrase must be latin-1 text without control characters")
+            }
             ResponseError::BadHeaderName { index } => {
                 write!(f, "response header #{index} has an invalid name")
             }
@@ -295,18 +295,16 @@ impl fmt::Display for ResponseError {
                 f,
                 "response header #{index} has a control character (CR, LF, NUL, …) in its value"
             ),
-            ResponseError::NotLatin1 { index } => write!(
-                f,
-                "response header #{index} has a character outside latin-1 in its value"
-            ),
+            ResponseError::NotLatin1 { index } => {
+                write!(f, "response header #{index} has a character outside latin-1 in its value")
+            }
             ResponseError::HopByHop { index } => write!(
                 f,
                 "response header #{index} is hop-by-hop, which PEP 3333 reserves for the server"
             ),
-            ResponseError::BadContentLength { index } => write!(
-                f,
-                "response header #{index} is an invalid or conflicting Content-Length"
-            ),
+            ResponseError::BadContentLength { index } => {
+                write!(f, "response header #{index} is an invalid or conflicting Content-Length")
+            }
         }
     }
 }
@@ -329,15 +327,11 @@ pub enum StartError {
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            StartError::AlreadyCalled => {
-                "start_response() called a second time without exc_info"
-            }
+            StartError::AlreadyCalled => "start_response() called a second time without exc_info",
             StartError::HeadAlreadySent => {
                 "start_response() called with exc_info after the response head was sent"
             }
-            StartError::NotCalled => {
-                "application produced a body without calling start_response()"
-            }
+            StartError::NotCalled => "application produced a body without calling start_response()",
         })
     }
 }

@@ -202,18 +202,16 @@ impl HeadScanner {
         loop {
             let Some(i) = memchr::memchr(b'\n', &buf[self.scanned..]) else {
                 self.scanned = buf.len();
-                self.check_line(buf.len() - self.line_start, config)?;
-                if buf.len() > max_head {
-                    return Err(ProtocolError::HeadTooLarge);
-                }
+                self.check_limits(buf, max_head, config)?;
                 return Ok(None);
             };
             let lf = self.scanned + i;
+            // The limits as a read ending just before this LF would have met them.
+            self.check_limits(&buf[..lf], max_head, config)?;
             if lf == 0 || buf[lf - 1] != b'\r' {
                 return Err(ProtocolError::BareLineEnding);
             }
             let line_len = lf - 1 - self.line_start;
-            self.check_line(line_len, config)?;
             if lf + 1 > max_head {
                 return Err(ProtocolError::HeadTooLarge);
             }
@@ -239,15 +237,30 @@ impl HeadScanner {
         }
     }
 
-    fn check_line(&self, len: usize, config: &Config) -> Result<(), ProtocolError> {
-        if self.lines == 0 {
-            if len > config.max_request_line {
-                return Err(ProtocolError::TargetTooLong);
-            }
-        } else if len > config.max_field_size {
-            return Err(ProtocolError::FieldTooLarge);
+    /// Checks the line and head limits against `seen`, the head so far (without the current
+    /// line's LF). Fails with the limit the bytes crossed first, so the error does not depend on
+    /// how they arrived. A CR ending `seen` is not counted in the line: it may start its CRLF.
+    fn check_limits(
+        &self,
+        seen: &[u8],
+        max_head: usize,
+        config: &Config,
+    ) -> Result<(), ProtocolError> {
+        let (max_line, line_error) = if self.lines == 0 {
+            (config.max_request_line, ProtocolError::TargetTooLong)
+        } else {
+            (config.max_field_size, ProtocolError::FieldTooLarge)
+        };
+        // The line crosses its limit with its (max_line + 1)th byte, or the next if that is a CR.
+        let at = self.line_start.saturating_add(max_line).saturating_add(1);
+        let line_at = at.saturating_add(usize::from(seen.get(at - 1) == Some(&b'\r')));
+        let head_at = max_head + 1;
+        match (line_at <= seen.len(), head_at <= seen.len()) {
+            (true, true) if head_at < line_at => Err(ProtocolError::HeadTooLarge),
+            (true, _) => Err(line_error),
+            (false, true) => Err(ProtocolError::HeadTooLarge),
+            (false, false) => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -288,7 +301,11 @@ impl Parsed {
 }
 
 /// Tokenizes and validates a complete head (`head` ends with the empty line).
-fn parse_complete(head: &[u8], field_count: usize, config: &Config) -> Result<Parsed, ProtocolError> {
+fn parse_complete(
+    head: &[u8],
+    field_count: usize,
+    config: &Config,
+) -> Result<Parsed, ProtocolError> {
     let mut parser = httparse::ParserConfig::default();
     parser.allow_multiple_spaces_in_request_line_delimiters(false);
     let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_FIELDS] =
@@ -344,7 +361,9 @@ fn parse_complete(head: &[u8], field_count: usize, config: &Config) -> Result<Pa
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
-            expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue");
+            // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
+            expect_continue |=
+                version == Version::Http11 && h.value.eq_ignore_ascii_case(b"100-continue");
         }
     }
     match host_count {
@@ -431,7 +450,8 @@ fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
 /// Splits `host[:port]` (or `[v6]:port`) into host and port. The input must be valid.
 pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<&[u8]>) {
     let colon = if a.first() == Some(&b'[') {
-        memchr::memchr(b']', a).and_then(|close| (a.get(close + 1) == Some(&b':')).then_some(close + 1))
+        memchr::memchr(b']', a)
+            .and_then(|close| (a.get(close + 1) == Some(&b':')).then_some(close + 1))
     } else {
         memchr::memrchr(b':', a)
     };
@@ -463,8 +483,21 @@ pub(crate) fn valid_authority(a: &[u8]) -> bool {
             b.is_ascii_alphanumeric()
                 || matches!(
                     b,
-                    b'-' | b'.' | b'_' | b'~' | b'%' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')'
-                        | b'*' | b'+' | b',' | b';' | b'='
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
                 )
         });
         if !ok {
@@ -475,9 +508,11 @@ pub(crate) fn valid_authority(a: &[u8]) -> bool {
     let _ = host;
     match port {
         None => true,
-        Some(p) => p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && {
-            p.iter().fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0')) <= 65535
-        },
+        Some(p) => {
+            p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && {
+                p.iter().fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0')) <= 65535
+            }
+        }
     }
 }
 
@@ -488,6 +523,15 @@ fn classify(e: httparse::Error, head: &[u8]) -> ProtocolError {
     let request_line = &head[..request_line_end];
     if memchr::memchr(b'\r', &request_line[..request_line.len().saturating_sub(1)]).is_some() {
         return ProtocolError::BareLineEnding;
+    }
+    // RFC 9112 §3: exactly `method SP request-target SP HTTP-version` (a target holds no space);
+    // any other shape is a malformed line, not a version (505) or a field problem.
+    let line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
+    if memchr::memchr_iter(b' ', line).count() != 2
+        || (e == httparse::Error::NewLine
+            && !(line.ends_with(b" HTTP/1.0") || line.ends_with(b" HTTP/1.1")))
+    {
+        return ProtocolError::BadRequestLine;
     }
     match e {
         httparse::Error::Version => {
@@ -557,7 +601,19 @@ pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
-            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`'
-                | b'|' | b'~'
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
         )
 }

@@ -174,13 +174,12 @@ impl ResponseHead {
 
     /// Returns the header fields as `(name, value)` byte pairs, in the order given.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields
-            .split(|&b| b == b'\n')
-            .filter_map(|line| line.strip_suffix(b"\r"))
-            .filter_map(|line| {
+        self.fields.split(|&b| b == b'\n').filter_map(|line| line.strip_suffix(b"\r")).filter_map(
+            |line| {
                 let colon = memchr::memchr(b':', line)?;
                 Some((&line[..colon], line.get(colon + 2..).unwrap_or_default()))
-            })
+            },
+        )
     }
 
     /// Appends `HTTP/1.1 NNN reason\r\n` and the application's fields. A Content-Length is left

@@ -68,14 +68,15 @@ pub(crate) enum Input {
     BodyEnd,
     /// `100 Continue` was written.
     ContinueSent,
-    /// The response head was written with this encoder.
-    ResponseHead(BodyEncoder),
+    /// The response head was written with this encoder; `buffered` if input not yet reported
+    /// is buffered (after the peer's EOF, only that can hold another request).
+    ResponseHead { encoder: BodyEncoder, buffered: bool },
     /// The response ended; `complete` is false if the message could not be completed.
     ResponseEnd { complete: bool, now: Instant },
     /// This many bytes of an unread request body were discarded after the response ended.
     Drained(u64),
-    /// The peer will send no more bytes.
-    Eof,
+    /// The peer will send no more bytes; `buffered` if input not yet reported is buffered.
+    Eof { buffered: bool },
     /// The peer's EOF was reached between requests, with nothing buffered.
     PeerDone,
     /// The peer broke the protocol.
@@ -154,7 +155,7 @@ impl State {
                     *continue_sent = true;
                 }
             }
-            Input::ResponseHead(encoder) => {
+            Input::ResponseHead { encoder, buffered } => {
                 // Decide now, so the head can say `Connection: close`.
                 let waiting_for_continue = matches!(
                     (&self.write, self.request),
@@ -164,9 +165,13 @@ impl State {
                     // The body is not fully read. A client that waits for `100 Continue` may or
                     // may not send it now, so the next request's start is unknowable; a large
                     // rest is not worth reading just to reuse the connection.
-                    if waiting_for_continue || !decoder.drainable(DRAIN_LIMIT) {
+                    if waiting_for_continue || !decoder.drainable(DRAIN_LIMIT) || self.eof {
                         self.keep_alive = false;
                     }
+                }
+                if self.eof && !buffered {
+                    // After EOF with nothing left to read, no request can follow this one.
+                    self.keep_alive = false;
                 }
                 if encoder.is_close_delimited() {
                     self.keep_alive = false;
@@ -200,9 +205,12 @@ impl State {
                     self.closed = true;
                 }
             }
-            Input::Eof => {
+            Input::Eof { buffered } => {
                 self.eof = true;
-                self.keep_alive = false;
+                // Requests already buffered are still served; the last one's head says close.
+                if !buffered {
+                    self.keep_alive = false;
+                }
             }
             Input::Error(e) => {
                 self.error.get_or_insert(e);

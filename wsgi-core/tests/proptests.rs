@@ -112,7 +112,9 @@ impl Req {
         match &self.chunked {
             None => {
                 if !self.body.is_empty() {
-                    b.extend_from_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+                    b.extend_from_slice(
+                        format!("Content-Length: {}\r\n", self.body.len()).as_bytes(),
+                    );
                 }
                 b.extend_from_slice(b"\r\n");
                 b.extend_from_slice(&self.body);
@@ -158,8 +160,9 @@ fn expected(reqs: &[Req]) -> Vec<Seen> {
         let mut headers = vec![("Host".to_owned(), b"example.test".to_vec())];
         headers.extend(r.headers.iter().map(|(n, v)| (n.clone(), v.clone().into_bytes())));
         match &r.chunked {
-            None if !r.body.is_empty() => headers
-                .push(("Content-Length".to_owned(), r.body.len().to_string().into_bytes())),
+            None if !r.body.is_empty() => {
+                headers.push(("Content-Length".to_owned(), r.body.len().to_string().into_bytes()))
+            }
             None => {}
             Some(_) => headers.push(("Transfer-Encoding".to_owned(), b"chunked".to_vec())),
         }
