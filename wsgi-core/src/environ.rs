@@ -138,6 +138,28 @@ pub enum CgiKey {
 }
 
 impl CgiKey {
+    /// Every CGI variable, in [`index`](Self::index) order.
+    pub const ALL: [CgiKey; 13] = [
+        CgiKey::RequestMethod,
+        CgiKey::ScriptName,
+        CgiKey::PathInfo,
+        CgiKey::QueryString,
+        CgiKey::ContentType,
+        CgiKey::ContentLength,
+        CgiKey::ServerName,
+        CgiKey::ServerPort,
+        CgiKey::ServerProtocol,
+        CgiKey::RemoteAddr,
+        CgiKey::RemotePort,
+        CgiKey::RawUri,
+        CgiKey::RequestUri,
+    ];
+
+    /// Returns a dense index (`0..ALL.len()`), for tables with one slot per variable.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// Returns the variable's name.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -216,6 +238,7 @@ struct Entry {
 pub struct Environ {
     text: String,
     entries: Vec<Entry>,
+    scheme: Scheme,
 }
 
 impl Environ {
@@ -245,7 +268,7 @@ impl Environ {
             b.push(CgiKey::ContentLength, itoa::Buffer::new().format(n));
         }
         b.http_headers(head);
-        Environ { text: b.text, entries: b.entries }
+        Environ { text: b.text, entries: b.entries, scheme: server.scheme }
     }
 
     /// Returns the value of `key`, if present.
@@ -269,6 +292,11 @@ impl Environ {
             };
             (key, self.slice(e.value.0, e.value.1))
         })
+    }
+
+    /// Returns the URL scheme the request arrived by (`wsgi.url_scheme`).
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
     }
 
     /// Returns the number of entries.

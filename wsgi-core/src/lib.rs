@@ -73,6 +73,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod app;
 mod config;
 mod connection;
 mod date;
@@ -82,9 +83,12 @@ mod environ;
 mod error;
 mod framing;
 mod head;
+#[cfg(feature = "python")]
+pub mod python;
 mod response;
 mod state;
 
+pub use app::{AppIo, AppIoError, Application, Job, JobSource};
 pub use config::Config;
 pub use connection::{Connection, Event};
 pub use date::HttpDate;

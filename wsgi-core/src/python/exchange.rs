@@ -1,0 +1,384 @@
+//! One request's state shared by its Python objects: the connection, the `start_response`
+//! bookkeeping, and the log context. Also `start_response` and `write()` themselves.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyString, PyTuple};
+
+use super::{ErrorLog, Level};
+use crate::app::{AppIo, AppIoError};
+use crate::error::{StartError, UsageError};
+use crate::response::{ResponseHead, StartResponse};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What became of the response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Still going.
+    Open,
+    /// Ended cleanly or with a 500 the bridge sent.
+    Finished,
+    /// The connection was aborted, or the client went away.
+    Broken,
+}
+
+/// One request's connection and response state.
+pub(crate) struct Exchange {
+    io: Mutex<Option<Box<dyn AppIo>>>,
+    start: Mutex<StartResponse>,
+    outcome: Mutex<Outcome>,
+    /// The request body not yet handed to the application, and whether it ended.
+    pub(crate) input: Mutex<(Bytes, bool)>,
+    /// `wsgi.errors` text not yet ending in a newline.
+    pub(crate) errors: Mutex<String>,
+    app: Arc<str>,
+    label: String,
+    log: Arc<dyn ErrorLog>,
+}
+
+impl Exchange {
+    pub(crate) fn new(
+        io: Box<dyn AppIo>,
+        app: &Arc<str>,
+        label: String,
+        log: Arc<dyn ErrorLog>,
+    ) -> Exchange {
+        Exchange {
+            io: Mutex::new(Some(io)),
+            start: Mutex::new(StartResponse::new()),
+            outcome: Mutex::new(Outcome::Open),
+            input: Mutex::new((Bytes::new(), false)),
+            errors: Mutex::new(String::new()),
+            app: app.clone(),
+            label,
+            log,
+        }
+    }
+
+    /// Logs `message` with the application and request it concerns.
+    pub(crate) fn log(&self, level: Level, message: &str) {
+        self.log.log(level, &format!("{} [{}]: {message}", self.label, self.app));
+    }
+
+    pub(crate) fn outcome(&self) -> Outcome {
+        *lock(&self.outcome)
+    }
+
+    /// Runs `f` on the connection with the GIL released.
+    pub(crate) fn with_io<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut dyn AppIo) -> Result<T, AppIoError> + Send,
+    ) -> Result<T, AppIoError> {
+        py.detach(|| match lock(&self.io).as_mut() {
+            Some(io) => f(io.as_mut()),
+            None => Err(AppIoError::Disconnected),
+        })
+    }
+
+    /// Sends `chunk` of body, the head first if it has not gone out (PEP 3333: the head goes
+    /// with the first non-empty chunk).
+    pub(crate) fn send_chunk(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<()> {
+        if self.outcome() != Outcome::Open {
+            return Err(PyOSError::new_err("the response has already ended"));
+        }
+        let head = lock(&self.start).before_body(chunk).map_err(start_error)?;
+        let sent = self.with_io(py, |io| {
+            if let Some(head) = &head {
+                io.send_head(head)?;
+            }
+            io.send_body(chunk)
+        });
+        self.io_result(sent)
+    }
+
+    /// Maps a connection error to what the application sees, noting a lost client.
+    pub(crate) fn io_result(&self, result: Result<(), AppIoError>) -> PyResult<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(AppIoError::Usage(UsageError::BodyTooLong { declared })) => {
+                self.log(
+                    Level::Warning,
+                    &format!(
+                        "application sent more body than its Content-Length of {declared}; \
+                         the excess was dropped"
+                    ),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                *lock(&self.outcome) = Outcome::Broken;
+                Err(PyOSError::new_err(format!("cannot send the response: {e}")))
+            }
+        }
+    }
+
+    /// Ends the response: sends the head if it has not gone out, then the end.
+    pub(crate) fn finish(&self, py: Python<'_>) {
+        if self.outcome() != Outcome::Open {
+            return;
+        }
+        let head = match lock(&self.start).before_end() {
+            Ok(head) => head,
+            Err(e) => return self.fail(py, &e.to_string(), None),
+        };
+        let ended = self.with_io(py, |io| {
+            if let Some(head) = &head {
+                io.send_head(head)?;
+            }
+            io.send_end()
+        });
+        match ended {
+            Ok(()) => *lock(&self.outcome) = Outcome::Finished,
+            Err(AppIoError::Usage(UsageError::BodyTooShort { declared, sent })) => {
+                *lock(&self.outcome) = Outcome::Broken;
+                self.log(
+                    Level::Error,
+                    &format!(
+                        "application sent {sent} bytes of its Content-Length of {declared}; \
+                         connection closed"
+                    ),
+                );
+            }
+            Err(e) => {
+                *lock(&self.outcome) = Outcome::Broken;
+                self.log(Level::Info, &format!("response not completed: {e}"));
+            }
+        }
+    }
+
+    /// Fails the request: logs `what` (and the exception's traceback), then answers 500 if
+    /// the head has not gone out, or aborts the connection if it has.
+    pub(crate) fn fail(&self, py: Python<'_>, what: &str, error: Option<PyErr>) {
+        let mut message = what.to_owned();
+        if let Some(e) = error {
+            message.push_str(":\n");
+            message.push_str(&format_exception(py, &e));
+        }
+        if self.outcome() != Outcome::Open {
+            self.log(Level::Error, &message);
+            return;
+        }
+        let head_sent = lock(&self.start).is_sent();
+        if head_sent {
+            self.log(
+                Level::Error,
+                &format!("{message} (after the response head; connection aborted)"),
+            );
+            let _ = self.with_io(py, |io| {
+                io.abort();
+                Ok(())
+            });
+            *lock(&self.outcome) = Outcome::Broken;
+            return;
+        }
+        self.log(Level::Error, &message);
+        *lock(&self.start) = StartResponse::new();
+        const BODY: &[u8] = b"Internal Server Error\n";
+        let head = ResponseHead::plain_text(500, "Internal Server Error", BODY.len() as u64);
+        let sent = self.with_io(py, |io| {
+            io.send_head(&head)?;
+            io.send_body(BODY)?;
+            io.send_end()
+        });
+        *lock(&self.outcome) = if sent.is_ok() { Outcome::Finished } else { Outcome::Broken };
+    }
+
+    /// Releases the connection: later calls through lingering Python objects see it gone.
+    pub(crate) fn release(&self) -> Option<Box<dyn AppIo>> {
+        lock(&self.io).take()
+    }
+
+    pub(crate) fn start(&self) -> MutexGuard<'_, StartResponse> {
+        lock(&self.start)
+    }
+}
+
+fn start_error(e: StartError) -> PyErr {
+    PyRuntimeError::new_err(e.to_string())
+}
+
+/// Formats an exception with its traceback, as Python prints it.
+pub(crate) fn format_exception(py: Python<'_>, e: &PyErr) -> String {
+    let formatted = py
+        .import("traceback")
+        .and_then(|tb| tb.call_method1("format_exception", (e.value(py),)))
+        .and_then(|lines| lines.extract::<Vec<String>>());
+    match formatted {
+        Ok(lines) => lines.concat().trim_end().to_owned(),
+        Err(_) => e.to_string(),
+    }
+}
+
+/// The name of an object's type, for error messages.
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".to_owned())
+}
+
+/// The bytes of a body item: `bytes`, `bytearray` or `memoryview`; anything else is the
+/// application's mistake, explained.
+pub(crate) enum Chunk<'a, 'py> {
+    Borrowed(&'a Bound<'py, PyBytes>),
+    Owned(Vec<u8>),
+}
+
+impl Chunk<'_, '_> {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Borrowed(b) => b.as_bytes(),
+            Chunk::Owned(v) => v,
+        }
+    }
+}
+
+/// The message for a body item that is not bytes; `str` gets the fix spelled out.
+pub(crate) fn not_bytes_message(what: &str, item: &Bound<'_, PyAny>) -> String {
+    if item.is_instance_of::<PyString>() {
+        format!("{what} str in its response body; WSGI bodies are bytes: use 'text'.encode()")
+    } else {
+        format!("{what} {} in its response body; WSGI bodies are bytes", type_name(item))
+    }
+}
+
+pub(crate) fn chunk_of<'a, 'py>(item: &'a Bound<'py, PyAny>) -> Option<Chunk<'a, 'py>> {
+    if let Ok(b) = item.cast::<PyBytes>() {
+        return Some(Chunk::Borrowed(b));
+    }
+    if let Ok(b) = item.cast::<PyByteArray>() {
+        return Some(Chunk::Owned(b.to_vec()));
+    }
+    if item.is_instance_of::<PyMemoryView>() {
+        return item.call_method0("tobytes").ok()?.extract::<Vec<u8>>().ok().map(Chunk::Owned);
+    }
+    None
+}
+
+/// The `start_response` callable of one request.
+#[pyclass(frozen, module = "wsgi_core")]
+pub(crate) struct StartResponseFn {
+    exchange: Arc<Exchange>,
+}
+
+impl StartResponseFn {
+    pub(crate) fn new(exchange: &Arc<Exchange>) -> StartResponseFn {
+        StartResponseFn { exchange: exchange.clone() }
+    }
+}
+
+#[pymethods]
+impl StartResponseFn {
+    #[pyo3(signature = (status, response_headers, exc_info = None))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        status: &Bound<'_, PyAny>,
+        response_headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<WriteFn> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        if let Some(exc_info) = exc_info {
+            if self.exchange.start().is_sent() {
+                // PEP 3333: with exc_info after the head was sent, re-raise it.
+                return Err(reraise(py, exc_info));
+            }
+        }
+        let status = status.cast::<PyString>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "start_response() status must be a str such as '200 OK', not {}",
+                type_name(status)
+            ))
+        })?;
+        let status = status.to_str()?;
+        let list = response_headers.cast::<PyList>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "start_response() response_headers must be a list of (name, value) tuples, not {}",
+                type_name(response_headers)
+            ))
+        })?;
+        let mut pairs = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "start_response() header #{i} must be a (name, value) tuple of two str, not {}",
+                    type_name(&item)
+                ))
+            })?;
+            let name = pair.get_item(0)?;
+            let value = pair.get_item(1)?;
+            let (Ok(n), Ok(v)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
+                return Err(PyTypeError::new_err(format!(
+                    "start_response() header #{i} must be two str, not ({}, {})",
+                    type_name(&name),
+                    type_name(&value)
+                )));
+            };
+            pairs.push((n.clone(), v.clone()));
+        }
+        let mut strs = Vec::with_capacity(pairs.len());
+        for (n, v) in &pairs {
+            strs.push((n.to_str()?, v.to_str()?));
+        }
+        let head = ResponseHead::from_wsgi(status, strs.iter().copied()).map_err(|e| {
+            let detail = match e {
+                crate::ResponseError::BadHeaderName { index }
+                | crate::ResponseError::BadHeaderValue { index }
+                | crate::ResponseError::NotLatin1 { index }
+                | crate::ResponseError::HopByHop { index }
+                | crate::ResponseError::BadContentLength { index } => {
+                    strs.get(index).map(|(n, v)| format!(" ({n:?}: {v:?})")).unwrap_or_default()
+                }
+                _ => format!(" (status {status:?})"),
+            };
+            PyValueError::new_err(format!("start_response(): {e}{detail}"))
+        })?;
+        self.exchange.start().start(head, exc_info.is_some()).map_err(|e| match e {
+            StartError::HeadAlreadySent => match exc_info {
+                Some(exc_info) => reraise(py, exc_info),
+                None => start_error(e),
+            },
+            e => start_error(e),
+        })?;
+        Ok(WriteFn { exchange: self.exchange.clone() })
+    }
+}
+
+/// Re-raises the exception in an `exc_info` triple.
+fn reraise(py: Python<'_>, exc_info: &Bound<'_, PyAny>) -> PyErr {
+    match exc_info.get_item(1) {
+        Ok(value) if !value.is_none() => PyErr::from_value(value),
+        _ => {
+            let _ = py;
+            PyRuntimeError::new_err("start_response() called with exc_info after the head was sent")
+        }
+    }
+}
+
+/// The `write()` callable `start_response` returns (PEP 3333's imperative body API).
+#[pyclass(frozen, module = "wsgi_core")]
+pub(crate) struct WriteFn {
+    exchange: Arc<Exchange>,
+}
+
+#[pymethods]
+impl WriteFn {
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(chunk) = chunk_of(data) else {
+            return Err(PyTypeError::new_err(format!(
+                "write() argument must be bytes, not {}{}",
+                type_name(data),
+                if data.is_instance_of::<PyString>() {
+                    "; WSGI bodies are bytes: use 'text'.encode()"
+                } else {
+                    ""
+                }
+            )));
+        };
+        self.exchange.send_chunk(py, chunk.as_bytes())
+    }
+}

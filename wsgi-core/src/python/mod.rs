@@ -1,0 +1,228 @@
+//! The pyo3 bridge: calls any PEP 3333 application from an app thread (feature `python`).
+//!
+//! The rules live in plain Rust ([`Environ`], [`ResponseHead::from_wsgi`],
+//! [`StartResponse`](crate::StartResponse)); this module copies the environ into a dict, wraps
+//! the core types in small Python objects and walks the result iterable.
+//!
+//! Threads: [`PyApplication::serve`] attaches its thread to the interpreter once and detaches
+//! around every blocking wait: the next job, reading `wsgi.input`, sending to a slow client.
+
+mod exchange;
+mod input;
+mod load;
+mod result;
+
+use std::fmt;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
+
+use crate::app::{Application, Job, JobSource};
+use crate::environ::{CgiKey, EnvKey, Environ, Scheme};
+
+pub use load::{AppSpec, LoadError};
+
+use exchange::Exchange;
+
+/// How serious a log line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// A failed request or a broken application.
+    Error,
+    /// Something the application should fix that did not fail the request.
+    Warning,
+    /// Routine events (a client that went away).
+    Info,
+}
+
+/// Where the bridge writes its log lines and what applications write to `wsgi.errors`.
+pub trait ErrorLog: Send + Sync + 'static {
+    /// Records one line (no trailing newline).
+    fn log(&self, level: Level, message: &str);
+}
+
+/// An [`ErrorLog`] that writes to standard error.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StderrLog;
+
+impl ErrorLog for StderrLog {
+    fn log(&self, level: Level, message: &str) {
+        let tag = match level {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Info => "info",
+        };
+        eprintln!("[{tag}] {message}");
+    }
+}
+
+/// What the environ tells the application about the server, and where logs go.
+#[derive(Clone)]
+pub struct PyOptions {
+    /// `wsgi.multithread`: more than one app thread per process.
+    pub multithread: bool,
+    /// `wsgi.multiprocess`: more than one worker process.
+    pub multiprocess: bool,
+    /// `SERVER_SOFTWARE`.
+    pub server_software: String,
+    /// Where log lines go.
+    pub log: Arc<dyn ErrorLog>,
+}
+
+impl Default for PyOptions {
+    fn default() -> Self {
+        PyOptions {
+            multithread: true,
+            multiprocess: false,
+            server_software: concat!("wsgi-core/", env!("CARGO_PKG_VERSION")).to_owned(),
+            log: Arc::new(StderrLog),
+        }
+    }
+}
+
+impl fmt::Debug for PyOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PyOptions")
+            .field("multithread", &self.multithread)
+            .field("multiprocess", &self.multiprocess)
+            .field("server_software", &self.server_software)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Python objects built once and reused for every request.
+struct Consts {
+    /// The constant part of every environ; each request starts from a copy.
+    template: Py<PyDict>,
+    /// One interned key per [`CgiKey`], by [`CgiKey::index`].
+    cgi_keys: Vec<Py<PyString>>,
+    http: Py<PyString>,
+    https: Py<PyString>,
+}
+
+/// A Python WSGI application, callable from any app thread.
+///
+/// ```no_run
+/// use wsgi_core::python::{AppSpec, PyApplication, PyOptions};
+/// let app = PyApplication::load(&AppSpec::new("myproject.wsgi:application"), PyOptions::default())?;
+/// // hand `app` to an adapter, which calls `Application::serve` on each app thread
+/// # Ok::<(), wsgi_core::python::LoadError>(())
+/// ```
+pub struct PyApplication {
+    app: Py<PyAny>,
+    name: Arc<str>,
+    options: PyOptions,
+    consts: Consts,
+}
+
+impl fmt::Debug for PyApplication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PyApplication").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl PyApplication {
+    /// Initializes the embedded interpreter if needed and loads the application `spec` names.
+    ///
+    /// # Errors
+    ///
+    /// A [`LoadError`] that names what was not found or failed (with the Python traceback).
+    pub fn load(spec: &AppSpec, options: PyOptions) -> Result<PyApplication, LoadError> {
+        Python::initialize();
+        Python::attach(|py| {
+            let app = load::load(py, spec)?;
+            PyApplication::new(py, app, spec.target(), options)
+                .map_err(|e| LoadError::python(py, e))
+        })
+    }
+
+    /// Wraps an already loaded callable; `name` identifies it in log lines.
+    ///
+    /// # Errors
+    ///
+    /// A Python error if the constant objects cannot be built (out of memory).
+    pub fn new(
+        py: Python<'_>,
+        app: Bound<'_, PyAny>,
+        name: &str,
+        options: PyOptions,
+    ) -> PyResult<PyApplication> {
+        let template = PyDict::new(py);
+        template.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
+        template.set_item("wsgi.multithread", PyBool::new(py, options.multithread))?;
+        template.set_item("wsgi.multiprocess", PyBool::new(py, options.multiprocess))?;
+        template.set_item("wsgi.run_once", false)?;
+        template.set_item("wsgi.input_terminated", true)?;
+        template.set_item("wsgi.file_wrapper", py.get_type::<result::FileWrapper>())?;
+        template.set_item("SERVER_SOFTWARE", options.server_software.as_str())?;
+        let cgi_keys =
+            CgiKey::ALL.iter().map(|k| PyString::intern(py, k.as_str()).unbind()).collect();
+        Ok(PyApplication {
+            app: app.unbind(),
+            name: Arc::from(name),
+            options,
+            consts: Consts {
+                template: template.unbind(),
+                cgi_keys,
+                http: PyString::intern(py, "http").unbind(),
+                https: PyString::intern(py, "https").unbind(),
+            },
+        })
+    }
+
+    /// Serves one job on this thread, which must be attached to the interpreter.
+    pub fn call(&self, py: Python<'_>, job: Job) {
+        let Job { environ, io } = job;
+        let label = format!(
+            "{} {}{}",
+            environ.get("REQUEST_METHOD").unwrap_or_default(),
+            environ.get("SCRIPT_NAME").unwrap_or_default(),
+            environ.get("PATH_INFO").unwrap_or_default()
+        );
+        let exchange = Arc::new(Exchange::new(io, &self.name, label, self.options.log.clone()));
+        match self.environ_dict(py, &environ, &exchange) {
+            Ok(dict) => result::run(py, self.app.bind(py), dict, &exchange),
+            Err(e) => exchange.fail(py, "building the environ failed", Some(e)),
+        }
+    }
+
+    /// Builds the environ dict: the constant template, the CGI and `HTTP_*` variables, and
+    /// this request's `wsgi.input`, `wsgi.errors` and `wsgi.url_scheme`.
+    fn environ_dict<'py>(
+        &self,
+        py: Python<'py>,
+        environ: &Environ,
+        exchange: &Arc<Exchange>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let dict = self.consts.template.bind(py).copy()?;
+        for (key, value) in environ.entries() {
+            let value = PyString::new(py, value);
+            match key {
+                EnvKey::Cgi(k) => match self.consts.cgi_keys.get(k.index()) {
+                    Some(key) => dict.set_item(key.bind(py), value)?,
+                    None => dict.set_item(k.as_str(), value)?,
+                },
+                EnvKey::Http(k) => dict.set_item(PyString::intern(py, k), value)?,
+            }
+        }
+        let scheme = match environ.scheme() {
+            Scheme::Http => &self.consts.http,
+            Scheme::Https => &self.consts.https,
+        };
+        dict.set_item(pyo3::intern!(py, "wsgi.url_scheme"), scheme.bind(py))?;
+        dict.set_item(pyo3::intern!(py, "wsgi.input"), input::WsgiInput::new(py, exchange)?)?;
+        dict.set_item(pyo3::intern!(py, "wsgi.errors"), input::WsgiErrors::new(py, exchange)?)?;
+        Ok(dict)
+    }
+}
+
+impl Application for PyApplication {
+    fn serve(&self, next_job: &mut JobSource<'_>) {
+        Python::attach(|py| {
+            while let Some(job) = py.detach(&mut *next_job) {
+                self.call(py, job);
+            }
+        });
+    }
+}

@@ -1,0 +1,168 @@
+//! Calling the application and walking its result iterable; `wsgi.file_wrapper`.
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use super::Level;
+use super::exchange::{Exchange, Outcome, StartResponseFn, chunk_of, not_bytes_message, type_name};
+
+/// Calls `app(environ, start_response)` and sends what it returns. `close()` is called on the
+/// result exactly once, whatever happens; the connection is released at the end.
+pub(crate) fn run(
+    py: Python<'_>,
+    app: &Bound<'_, PyAny>,
+    environ: Bound<'_, PyDict>,
+    exchange: &Arc<Exchange>,
+) {
+    let start_response = match Bound::new(py, StartResponseFn::new(exchange)) {
+        Ok(s) => s,
+        Err(e) => return exchange.fail(py, "creating start_response failed", Some(e)),
+    };
+    match app.call1((environ, start_response)) {
+        Ok(result) => {
+            send_result(py, &result, exchange);
+            close(py, &result, exchange);
+        }
+        Err(e) => exchange.fail(py, "application raised an exception", Some(e)),
+    }
+    exchange.finish(py);
+    exchange.release();
+}
+
+fn close(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) {
+    // A result without close() has nothing to release.
+    if let Ok(close) = result.getattr(pyo3::intern!(py, "close")) {
+        if let Err(e) = close.call0() {
+            exchange.fail(py, "the result's close() raised an exception", Some(e));
+        }
+    }
+}
+
+fn send_result(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) {
+    if let Ok(wrapper) = result.cast::<FileWrapper>() {
+        match send_file(py, wrapper.get(), exchange) {
+            Ok(true) => return,
+            Ok(false) => {} // not a regular file, or the driver cannot: iterate instead
+            Err(e) => return exchange.fail(py, "sending the file_wrapper failed", Some(e)),
+        }
+    }
+    // A one-item list or tuple is the whole body: give it a Content-Length if the app did not.
+    let single = match (result.cast::<PyList>(), result.cast::<PyTuple>()) {
+        (Ok(l), _) if l.len() == 1 => l.get_item(0).ok(),
+        (_, Ok(t)) if t.len() == 1 => t.get_item(0).ok(),
+        _ => None,
+    };
+    if let Some(item) = single.as_ref().and_then(|i| i.cast::<PyBytes>().ok()) {
+        if let Some(head) = exchange.start().pending_head() {
+            head.set_content_length_if_absent(item.as_bytes().len() as u64);
+        }
+    }
+    let iter = match result.try_iter() {
+        Ok(iter) => iter,
+        Err(e) => {
+            let what = format!(
+                "application returned {}, which is not iterable; a WSGI application returns an \
+                 iterable of bytes, e.g. [b'body']",
+                type_name(result)
+            );
+            return exchange.fail(py, &what, Some(e));
+        }
+    };
+    for item in iter {
+        let item = match item {
+            Ok(item) => item,
+            Err(e) => return exchange.fail(py, "application raised an exception", Some(e)),
+        };
+        let Some(chunk) = chunk_of(&item) else {
+            return exchange.fail(py, &not_bytes_message("application returned", &item), None);
+        };
+        if let Err(e) = exchange.send_chunk(py, chunk.as_bytes()) {
+            if exchange.outcome() == Outcome::Broken {
+                exchange.log(Level::Info, "client went away before the response ended");
+                return;
+            }
+            return exchange.fail(py, "sending the response failed", Some(e));
+        }
+    }
+}
+
+/// Sends a file-backed `wsgi.file_wrapper` with the driver's zero-copy path. Returns
+/// `Ok(false)` when that does not apply (no `fileno()`, not a regular file, a driver without
+/// sendfile), leaving the caller to iterate.
+fn send_file(py: Python<'_>, wrapper: &FileWrapper, exchange: &Exchange) -> PyResult<bool> {
+    let filelike = wrapper.filelike.bind(py);
+    let Ok(fd) = filelike.call_method0("fileno").and_then(|f| f.extract::<i32>()) else {
+        return Ok(false);
+    };
+    let Ok(offset) = filelike.call_method0("tell").and_then(|t| t.extract::<u64>()) else {
+        return Ok(false);
+    };
+    // The same file through /proc (std gives no safe way to borrow a raw descriptor).
+    let Ok(file) = std::fs::File::open(format!("/proc/self/fd/{fd}")) else { return Ok(false) };
+    let Ok(meta) = file.metadata() else { return Ok(false) };
+    if !meta.is_file() {
+        return Ok(false);
+    }
+    let len = meta.len().saturating_sub(offset);
+    let head = {
+        let mut start = exchange.start();
+        if let Some(head) = start.pending_head() {
+            head.set_content_length_if_absent(len);
+        }
+        match start.before_body(b"file") {
+            Ok(head) => head,
+            Err(e) => return Err(PyTypeError::new_err(e.to_string())),
+        }
+    };
+    let sent = exchange.with_io(py, |io| {
+        if let Some(head) = &head {
+            io.send_head(head)?;
+        }
+        io.send_file(&file, offset, len)
+    });
+    match sent {
+        Ok(true) => Ok(true),
+        Ok(false) => {
+            // The head may have gone out; the iteration path sends the body.
+            Ok(false)
+        }
+        Err(e) => exchange.io_result(Err(e)).map(|()| true),
+    }
+}
+
+/// `wsgi.file_wrapper(filelike, block_size=8192)`: iterates the file in blocks, and lets the
+/// server send a regular file without copying it through Python.
+#[pyclass(frozen, module = "wsgi_core")]
+pub(crate) struct FileWrapper {
+    filelike: Py<PyAny>,
+    block_size: usize,
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, block_size = 8192))]
+    fn new(filelike: Py<PyAny>, block_size: usize) -> FileWrapper {
+        FileWrapper { filelike, block_size: block_size.max(1) }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let block = self.filelike.bind(py).call_method1("read", (self.block_size,))?;
+        Ok((block.len()? > 0).then_some(block))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let filelike = self.filelike.bind(py);
+        if filelike.hasattr("close")? {
+            filelike.call_method0("close")?;
+        }
+        Ok(())
+    }
+}
