@@ -104,6 +104,20 @@ fn request_path(c: &mut Criterion) {
         });
     });
 
+    // The same, then every entry read as (&str, &str): what a consumer such as the Python
+    // bridge pays on top of building the environ.
+    group.bench_function("connection_to_environ_read", |b| {
+        let mut conn = Connection::new(Config::default(), now);
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            cycle(&mut conn, &response, &mut out, now, |head| {
+                let environ = Environ::new(head, &server);
+                let bytes: usize = environ.iter().map(|(k, v)| k.len() + v.len()).sum();
+                black_box(bytes)
+            })
+        });
+    });
+
     group.finish();
 }
 

@@ -7,7 +7,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::head::{RequestHead, TargetForm, split_authority};
+use bytes::Bytes;
+
+use crate::head::{RequestHead, Span, TargetForm, split_authority};
+use crate::names;
 
 /// The URL scheme the server is reached by (`wsgi.url_scheme`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -45,18 +48,71 @@ impl Scheme {
 ///     .with_scheme(Scheme::Https);
 /// assert_eq!(info.root_path(), "/app");
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServerInfo {
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
     scheme: Scheme,
     root_path: Option<Arc<str>>,
+    /// The environ strings that depend only on the connection, rendered once for all its
+    /// requests.
+    rendered: Arc<Rendered>,
+}
+
+#[derive(Debug, Default)]
+struct Rendered {
+    remote_addr: String,
+    remote_port: Option<String>,
+    local_name: String,
+    local_port: String,
+    root: String,
+}
+
+impl Default for ServerInfo {
+    fn default() -> Self {
+        ServerInfo::new(None, None)
+    }
 }
 
 impl ServerInfo {
     /// Describes a connection accepted on `local` from `peer` (`None` for Unix sockets).
     pub fn new(local: Option<SocketAddr>, peer: Option<SocketAddr>) -> ServerInfo {
-        ServerInfo { local, peer, scheme: Scheme::Http, root_path: None }
+        let info = ServerInfo {
+            local,
+            peer,
+            scheme: Scheme::Http,
+            root_path: None,
+            rendered: Arc::default(),
+        };
+        info.rendered()
+    }
+
+    /// Renders the per-connection strings.
+    fn rendered(mut self) -> ServerInfo {
+        let mut r = Rendered::default();
+        if let Some(peer) = self.peer {
+            push_ip(&mut r.remote_addr, peer.ip());
+            r.remote_port = Some(itoa::Buffer::new().format(peer.port()).to_owned());
+        }
+        match self.local {
+            Some(local) => {
+                // RFC 3875 §4.1.14: an IPv6 SERVER_NAME is written in brackets, as in a Host.
+                match local {
+                    SocketAddr::V4(a) => push_ip(&mut r.local_name, (*a.ip()).into()),
+                    SocketAddr::V6(a) => {
+                        push_display(&mut r.local_name, format_args!("[{}]", a.ip()))
+                    }
+                }
+                r.local_port = itoa::Buffer::new().format(local.port()).to_owned();
+            }
+            None => {
+                r.local_name = "localhost".to_owned();
+                r.local_port = self.scheme.default_port().to_owned();
+            }
+        }
+        r.root = self.root_path.as_deref().unwrap_or_default().to_owned();
+        self.rendered = Arc::new(r);
+        self
     }
 
     /// Sets the path the application is mounted at (`SCRIPT_NAME`), e.g. `/app`, as the
@@ -74,14 +130,14 @@ impl ServerInfo {
             push_latin1(&mut native, trimmed.as_bytes());
             Arc::from(native)
         });
-        self
+        self.rendered()
     }
 
     /// Sets the URL scheme.
     #[must_use]
     pub fn with_scheme(mut self, scheme: Scheme) -> ServerInfo {
         self.scheme = scheme;
-        self
+        self.rendered()
     }
 
     /// Sets the peer's address, keeping the rest (one `ServerInfo` per listener, one per
@@ -89,7 +145,7 @@ impl ServerInfo {
     #[must_use]
     pub fn with_peer(mut self, peer: Option<SocketAddr>) -> ServerInfo {
         self.peer = peer;
-        self
+        self.rendered()
     }
 
     /// Returns the root path as a native string (`""` for the root): `/café` is returned as
@@ -199,16 +255,38 @@ impl<'a> EnvKey<'a> {
     }
 }
 
+/// Where an environ string lives. Values from the head that are ASCII (nearly all) are views
+/// of the head's bytes; only decoded, joined or non-ASCII values are copied.
 #[derive(Clone, Copy, Debug)]
+enum Text {
+    Head(Span),
+    Extra(u32, u32),
+    Static(&'static str),
+    Server(ServerText),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ServerText {
+    RemoteAddr,
+    RemotePort,
+    LocalName,
+    LocalPort,
+    Root,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Key {
     Cgi(CgiKey),
-    Http(u32, u32),
+    /// A header in the [`names`] table: its key is static.
+    Known(u8),
+    /// Another header: its `HTTP_*` key is in `extra`.
+    Extra(u32, u32),
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     key: Key,
-    value: (u32, u32),
+    value: Text,
 }
 
 /// The CGI variables of one request, per PEP 3333.
@@ -236,39 +314,49 @@ struct Entry {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Environ {
-    text: String,
+    head: Bytes,
+    extra: String,
+    server: Arc<Rendered>,
     entries: Vec<Entry>,
     scheme: Scheme,
 }
 
 impl Environ {
     /// Builds the environ of `head` as received through the connection `server` describes.
+    ///
+    /// It shares the head's bytes rather than copying them, and the per-connection strings
+    /// `server` rendered once.
     pub fn new(head: &RequestHead, server: &ServerInfo) -> Environ {
         let mut b = Builder {
-            text: String::with_capacity(head.target().len() * 2 + 384 + head.headers().len() * 48),
-            entries: Vec::with_capacity(head.headers().len() + 13),
-            http_seen: 0,
+            head,
+            extra: String::new(),
+            entries: Vec::with_capacity(head.fields.len() + 13),
+            seen: 0,
         };
-        b.push(CgiKey::RequestMethod, head.method());
-        b.cgi_path(head, server);
-        b.push_latin1(CgiKey::QueryString, head.query().unwrap_or_default());
-        b.push_latin1(CgiKey::RawUri, head.target());
-        b.push_latin1(CgiKey::RequestUri, head.target());
-        b.push(CgiKey::ServerProtocol, head.version().as_str());
-        b.server_name_port(head, server);
-        if let Some(peer) = server.peer {
-            let start = b.text.len();
-            push_ip(&mut b.text, peer.ip());
-            b.entry(Key::Cgi(CgiKey::RemoteAddr), start);
-            b.push(CgiKey::RemotePort, itoa::Buffer::new().format(peer.port()));
-        } else {
-            b.push(CgiKey::RemoteAddr, "");
+        b.push(Key::Cgi(CgiKey::RequestMethod), Text::Head(head.method));
+        b.cgi_path(head, &server.rendered.root);
+        let query = head.query.map_or(Text::Static(""), |q| b.value(q));
+        b.push(Key::Cgi(CgiKey::QueryString), query);
+        let target = b.value(head.target);
+        b.push(Key::Cgi(CgiKey::RawUri), target);
+        b.push(Key::Cgi(CgiKey::RequestUri), target);
+        b.push(Key::Cgi(CgiKey::ServerProtocol), Text::Static(head.version.as_str()));
+        b.server_name_port(head, server.scheme);
+        b.push(Key::Cgi(CgiKey::RemoteAddr), Text::Server(ServerText::RemoteAddr));
+        if server.rendered.remote_port.is_some() {
+            b.push(Key::Cgi(CgiKey::RemotePort), Text::Server(ServerText::RemotePort));
         }
         if let Some(n) = head.content_length() {
-            b.push(CgiKey::ContentLength, itoa::Buffer::new().format(n));
+            b.content_length(head, n);
         }
         b.http_headers(head);
-        Environ { text: b.text, entries: b.entries, scheme: server.scheme }
+        Environ {
+            head: head.bytes.clone(),
+            extra: b.extra,
+            server: server.rendered.clone(),
+            entries: b.entries,
+            scheme: server.scheme,
+        }
     }
 
     /// Returns the value of `key`, if present.
@@ -288,9 +376,12 @@ impl Environ {
         self.entries.iter().map(|e| {
             let key = match e.key {
                 Key::Cgi(k) => EnvKey::Cgi(k),
-                Key::Http(a, b) => EnvKey::Http(self.slice(a, b)),
+                Key::Known(id) => EnvKey::Http(names::NAMES[usize::from(id)].1),
+                Key::Extra(a, b) => {
+                    EnvKey::Http(self.extra.get(a as usize..b as usize).unwrap_or_default())
+                }
             };
-            (key, self.slice(e.value.0, e.value.1))
+            (key, text(&self.head, &self.extra, &self.server, e.value))
         })
     }
 
@@ -308,174 +399,201 @@ impl Environ {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
 
-    fn slice(&self, a: u32, b: u32) -> &str {
-        self.text.get(a as usize..b as usize).unwrap_or_default()
+/// Resolves a [`Text`]. Head text is only ever recorded for ASCII bytes, so it is valid UTF-8.
+fn text<'a>(head: &'a [u8], extra: &'a str, server: &'a Rendered, t: Text) -> &'a str {
+    match t {
+        Text::Head(span) => std::str::from_utf8(span.get(head)).unwrap_or_default(),
+        Text::Extra(a, b) => extra.get(a as usize..b as usize).unwrap_or_default(),
+        Text::Static(s) => s,
+        Text::Server(which) => match which {
+            ServerText::RemoteAddr => &server.remote_addr,
+            ServerText::RemotePort => server.remote_port.as_deref().unwrap_or_default(),
+            ServerText::LocalName => &server.local_name,
+            ServerText::LocalPort => &server.local_port,
+            ServerText::Root => &server.root,
+        },
     }
 }
 
-struct Builder {
-    text: String,
+struct Builder<'h> {
+    head: &'h RequestHead,
+    extra: String,
     entries: Vec<Entry>,
-    /// A 64-bit filter of the `HTTP_*` keys pushed so far: a name whose bit is clear is new,
-    /// so most headers skip the search for a repeat.
-    http_seen: u64,
+    /// The [`names`] ids already pushed (ids stay below 64), so repeats are found in O(1).
+    seen: u64,
 }
 
-impl Builder {
-    fn entry(&mut self, key: Key, value_start: usize) {
-        self.entries.push(Entry { key, value: (value_start as u32, self.text.len() as u32) });
+impl Builder<'_> {
+    fn push(&mut self, key: Key, value: Text) {
+        self.entries.push(Entry { key, value });
     }
 
-    fn push(&mut self, key: CgiKey, value: &str) {
-        let start = self.text.len();
-        self.text.push_str(value);
-        self.entry(Key::Cgi(key), start);
+    /// A value from the head: a view of its bytes if ASCII, else decoded as latin-1.
+    fn value(&mut self, span: Span) -> Text {
+        let bytes = span.get(&self.head.bytes);
+        if self.head.ascii || bytes.is_ascii() {
+            Text::Head(span)
+        } else {
+            let start = self.extra.len();
+            push_latin1(&mut self.extra, bytes);
+            Text::Extra(start as u32, self.extra.len() as u32)
+        }
     }
 
-    fn push_latin1(&mut self, key: CgiKey, value: &[u8]) {
-        let start = self.text.len();
-        push_latin1(&mut self.text, value);
-        self.entry(Key::Cgi(key), start);
+    fn get(&self, t: Text) -> &str {
+        match t {
+            Text::Head(span) => std::str::from_utf8(span.get(&self.head.bytes)).unwrap_or_default(),
+            Text::Extra(a, b) => self.extra.get(a as usize..b as usize).unwrap_or_default(),
+            Text::Static(s) => s,
+            Text::Server(_) => "",
+        }
     }
 
     /// `SCRIPT_NAME` and `PATH_INFO`: the path percent-decoded, split at the root path.
-    fn cgi_path(&mut self, head: &RequestHead, server: &ServerInfo) {
-        let start = self.text.len();
-        if head.target_form() == TargetForm::Asterisk {
-            self.text.push('*');
-        } else {
-            push_percent_decoded(&mut self.text, head.path());
-        }
-        let root = server.root_path();
-        let path = &self.text[start..];
-        let under_root = !root.is_empty()
-            && path.starts_with(root)
-            && matches!(path.as_bytes().get(root.len()), None | Some(b'/'));
-        let (script, path_start) =
-            if under_root { (root, start + root.len()) } else { ("", start) };
-        let path_end = self.text.len();
-        self.entries.push(Entry {
-            key: Key::Cgi(CgiKey::PathInfo),
-            value: (path_start as u32, path_end as u32),
-        });
-        self.push(CgiKey::ScriptName, script);
-    }
-
-    fn server_name_port(&mut self, head: &RequestHead, server: &ServerInfo) {
-        match head.host().filter(|h| !h.is_empty()) {
-            Some(authority) => {
-                let (name, port) = split_authority(authority);
-                self.push_latin1(CgiKey::ServerName, name);
-                match port.filter(|p| !p.is_empty()) {
-                    Some(port) => self.push_latin1(CgiKey::ServerPort, port),
-                    None => self.push(CgiKey::ServerPort, server.scheme.default_port()),
+    fn cgi_path(&mut self, head: &RequestHead, root: &str) {
+        let path = match head.form {
+            TargetForm::Asterisk => Text::Static("*"),
+            TargetForm::Absolute if head.path.start == head.path.end => Text::Static("/"),
+            _ => {
+                let raw = head.path.get(&head.bytes);
+                if memchr::memchr(b'%', raw).is_none() {
+                    self.value(head.path)
+                } else {
+                    let start = self.extra.len();
+                    push_percent_decoded(&mut self.extra, raw);
+                    Text::Extra(start as u32, self.extra.len() as u32)
                 }
             }
-            None => match server.local {
-                Some(local) => {
-                    // RFC 3875 §4.1.14: an IPv6 SERVER_NAME is written in brackets, as in a Host.
-                    let start = self.text.len();
-                    match local {
-                        SocketAddr::V4(a) => push_display(&mut self.text, a.ip()),
-                        SocketAddr::V6(a) => {
-                            push_display(&mut self.text, format_args!("[{}]", a.ip()))
-                        }
-                    }
-                    self.entry(Key::Cgi(CgiKey::ServerName), start);
-                    self.push(CgiKey::ServerPort, itoa::Buffer::new().format(local.port()));
-                }
-                None => {
-                    self.push(CgiKey::ServerName, "localhost");
-                    self.push(CgiKey::ServerPort, server.scheme.default_port());
-                }
-            },
+        };
+        let p = self.get(path);
+        let under_root = !root.is_empty()
+            && p.starts_with(root)
+            && matches!(p.as_bytes().get(root.len()), None | Some(b'/'));
+        let (path, script) = match (under_root, path) {
+            (false, _) => (path, Text::Static("")),
+            // A head view is ASCII, so the root it starts with has as many bytes as characters.
+            (true, Text::Head(span)) => (
+                Text::Head(span.sub(root.len(), (span.end - span.start) as usize)),
+                Text::Server(ServerText::Root),
+            ),
+            (true, Text::Extra(a, b)) => {
+                (Text::Extra(a + root.len() as u32, b), Text::Server(ServerText::Root))
+            }
+            (true, other) => (other, Text::Static("")),
+        };
+        self.push(Key::Cgi(CgiKey::PathInfo), path);
+        self.push(Key::Cgi(CgiKey::ScriptName), script);
+    }
+
+    fn server_name_port(&mut self, head: &RequestHead, scheme: Scheme) {
+        let authority = head.authority.or(head.host).filter(|s| s.start != s.end);
+        match authority {
+            Some(span) => {
+                // A valid authority is ASCII (see `valid_authority`).
+                let a = span.get(&head.bytes);
+                let (name, port) = split_authority(a);
+                self.push(Key::Cgi(CgiKey::ServerName), Text::Head(span.sub(0, name.len())));
+                let port = match port.filter(|p| !p.is_empty()) {
+                    Some(p) => Text::Head(span.sub(a.len() - p.len(), a.len())),
+                    None => Text::Static(scheme.default_port()),
+                };
+                self.push(Key::Cgi(CgiKey::ServerPort), port);
+            }
+            None => {
+                self.push(Key::Cgi(CgiKey::ServerName), Text::Server(ServerText::LocalName));
+                self.push(Key::Cgi(CgiKey::ServerPort), Text::Server(ServerText::LocalPort));
+            }
         }
+    }
+
+    /// `CONTENT_LENGTH`: the validated length, as the client wrote it when that is canonical.
+    fn content_length(&mut self, head: &RequestHead, n: u64) {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(n);
+        let sent = head.fields.iter().find(|f| f.id == names::CONTENT_LENGTH).map(|f| f.value);
+        let value = match sent {
+            Some(span) if span.get(&head.bytes) == digits.as_bytes() => Text::Head(span),
+            _ => {
+                let start = self.extra.len();
+                self.extra.push_str(digits);
+                Text::Extra(start as u32, self.extra.len() as u32)
+            }
+        };
+        self.push(Key::Cgi(CgiKey::ContentLength), value);
     }
 
     fn http_headers(&mut self, head: &RequestHead) {
-        let first_http = self.entries.len();
-        let absolute = head.target_form() == TargetForm::Absolute;
-        if absolute {
+        let absolute = head.form == TargetForm::Absolute;
+        if let (true, Some(authority)) = (absolute, head.authority) {
             // RFC 9112 §3.2.2: the target's authority replaces Host.
-            self.push_http(b"Host", head.host().unwrap_or_default(), first_http);
+            self.push_known(names::HOST, Text::Head(authority));
         }
-        for (name, value) in head.headers() {
-            let n = name.as_bytes();
-            if n.contains(&b'_') || (absolute && n.eq_ignore_ascii_case(b"host")) {
-                continue;
-            }
-            if n.eq_ignore_ascii_case(b"content-length") {
-                continue; // CONTENT_LENGTH comes from the validated framing.
-            }
-            if n.eq_ignore_ascii_case(b"content-type") {
-                match self.find(Key::Cgi(CgiKey::ContentType), first_http) {
-                    Some(i) => self.join(i, b",", value),
-                    None => self.push_latin1(CgiKey::ContentType, value),
+        for f in &head.fields {
+            match f.id {
+                names::CONTENT_LENGTH => {} // CONTENT_LENGTH comes from the validated framing.
+                names::HOST if absolute => {}
+                names::UNKNOWN => self.push_unknown(f.name, f.value),
+                id => {
+                    let value = self.value(f.value);
+                    self.push_known(id, value);
                 }
-                continue;
             }
-            self.push_http(n, value, first_http);
         }
     }
 
-    fn push_http(&mut self, name: &[u8], value: &[u8], first_http: usize) {
-        let key_start = self.text.len();
-        self.text.push_str("HTTP_");
-        for &b in name {
-            self.text.push(match b {
-                b'-' => '_',
-                b => char::from(b.to_ascii_uppercase()),
-            });
+    fn push_known(&mut self, id: u8, value: Text) {
+        let key =
+            if id == names::CONTENT_TYPE { Key::Cgi(CgiKey::ContentType) } else { Key::Known(id) };
+        let bit = 1u64 << (id % 64);
+        if self.seen & bit != 0 {
+            if let Some(i) = self.entries.iter().position(|e| e.key == key) {
+                let sep = if id == names::COOKIE { "; " } else { "," };
+                return self.join(i, sep, value);
+            }
         }
-        let key = Key::Http(key_start as u32, self.text.len() as u32);
-        // Equal keys come from names equal but for case: hash the length and the ends, lowercased.
-        let (first, last) = (name.first().copied(), name.last().copied());
-        let hash = name.len()
-            ^ usize::from(first.unwrap_or(0) | 0x20) << 1
-            ^ usize::from(last.unwrap_or(0) | 0x20) << 2;
-        let bit = 1u64 << (hash & 63);
-        let maybe_seen = self.http_seen & bit != 0;
-        self.http_seen |= bit;
-        if let Some(i) = maybe_seen.then(|| self.find(key, first_http)).flatten() {
-            self.text.truncate(key_start);
-            let sep: &[u8] = if name.eq_ignore_ascii_case(b"cookie") { b"; " } else { b"," };
-            self.join(i, sep, value);
-            return;
-        }
-        let start = self.text.len();
-        push_latin1(&mut self.text, value);
-        self.entry(key, start);
+        self.seen |= bit;
+        self.push(key, value);
     }
 
-    /// Finds an entry with the same key among those from `from` on (the `HTTP_*` section).
-    fn find(&self, key: Key, from: usize) -> Option<usize> {
-        // Bytes, not `str` slices: no char-boundary checks, and lengths compared first.
-        let text = self.text.as_bytes();
-        let want = match key {
-            Key::Http(a, b) => Some(&text[a as usize..b as usize]),
-            Key::Cgi(_) => None,
-        };
-        self.entries[from..]
-            .iter()
-            .position(|e| match (e.key, key, want) {
-                (Key::Cgi(x), Key::Cgi(y), _) => x == y,
-                (Key::Http(a, b), Key::Http(..), Some(w)) => {
-                    (b - a) as usize == w.len() && &text[a as usize..b as usize] == w
-                }
-                _ => false,
-            })
-            .map(|i| i + from)
+    fn push_unknown(&mut self, name: Span, value: Span) {
+        let n = name.get(&self.head.bytes);
+        if n.contains(&b'_') {
+            return; // a client must not pass `X_Forwarded_For` off as `X-Forwarded-For`
+        }
+        let key_start = self.extra.len();
+        self.extra.push_str("HTTP_");
+        self.extra.extend(
+            n.iter().map(|&b| if b == b'-' { '_' } else { char::from(b.to_ascii_uppercase()) }),
+        );
+        let key_end = self.extra.len();
+        let existing = self.entries.iter().position(|e| match e.key {
+            Key::Extra(a, b) => {
+                self.extra.get(a as usize..b as usize) == self.extra.get(key_start..key_end)
+            }
+            _ => false,
+        });
+        let value = self.value(value);
+        match existing {
+            Some(i) => {
+                // The repeat's key text stays in `extra` unused: repeats are rare.
+                self.join(i, ",", value);
+            }
+            None => self.push(Key::Extra(key_start as u32, key_end as u32), value),
+        }
     }
 
-    /// Appends `sep` and `value` to entry `i`'s value (copied to the end of the arena).
-    fn join(&mut self, i: usize, sep: &[u8], value: &[u8]) {
-        let (a, b) = self.entries[i].value;
-        let start = self.text.len();
-        self.text.extend_from_within(a as usize..b as usize);
-        push_latin1(&mut self.text, sep);
-        push_latin1(&mut self.text, value);
-        self.entries[i].value = (start as u32, self.text.len() as u32);
+    /// Appends `sep` and `value` to entry `i`'s value, as a new string in `extra`.
+    fn join(&mut self, i: usize, sep: &str, value: Text) {
+        let old = self.entries[i].value;
+        let mut joined = String::with_capacity(64);
+        joined.push_str(self.get(old));
+        joined.push_str(sep);
+        joined.push_str(self.get(value));
+        let start = self.extra.len();
+        self.extra.push_str(&joined);
+        self.entries[i].value = Text::Extra(start as u32, self.extra.len() as u32);
     }
 }
 

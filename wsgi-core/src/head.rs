@@ -12,6 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use crate::config::Config;
 use crate::error::ProtocolError;
 use crate::framing::{self, RequestBody};
+use crate::names;
 
 /// The HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,9 +47,9 @@ pub enum TargetForm {
 /// A byte range inside [`RequestHead`]'s buffer. Heads are bounded by `Config::max_head_size`,
 /// which the scanner keeps far below `u32::MAX`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-struct Span {
-    start: u32,
-    end: u32,
+pub(crate) struct Span {
+    pub(crate) start: u32,
+    pub(crate) end: u32,
 }
 
 impl Span {
@@ -57,13 +58,21 @@ impl Span {
         Span { start: start as u32, end: (start + part.len()) as u32 }
     }
 
-    fn sub(self, from: usize, to: usize) -> Span {
+    pub(crate) fn sub(self, from: usize, to: usize) -> Span {
         Span { start: self.start + from as u32, end: self.start + to as u32 }
     }
 
-    fn get(self, bytes: &[u8]) -> &[u8] {
+    pub(crate) fn get(self, bytes: &[u8]) -> &[u8] {
         bytes.get(self.start as usize..self.end as usize).unwrap_or_default()
     }
+}
+
+/// One header field: where its name and value are, and the name's id in [`names`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Field {
+    pub(crate) name: Span,
+    pub(crate) value: Span,
+    pub(crate) id: u8,
 }
 
 /// A parsed and validated request head: request line and header fields.
@@ -73,19 +82,21 @@ impl Span {
 /// case; values are raw bytes, which WSGI reads as latin-1).
 #[derive(Clone, Debug)]
 pub struct RequestHead {
-    bytes: Bytes,
-    method: Span,
-    target: Span,
-    path: Span,
-    query: Option<Span>,
-    authority: Option<Span>,
-    form: TargetForm,
-    version: Version,
-    fields: Vec<(Span, Span)>,
-    host: Option<Span>,
-    body: RequestBody,
-    keep_alive: bool,
-    expect_continue: bool,
+    pub(crate) bytes: Bytes,
+    pub(crate) method: Span,
+    pub(crate) target: Span,
+    pub(crate) path: Span,
+    pub(crate) query: Option<Span>,
+    pub(crate) authority: Option<Span>,
+    pub(crate) form: TargetForm,
+    pub(crate) version: Version,
+    pub(crate) fields: Vec<Field>,
+    pub(crate) host: Option<Span>,
+    pub(crate) body: RequestBody,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+    /// Every byte of the head is ASCII, so any slice of it is a `str` as it stands.
+    pub(crate) ascii: bool,
 }
 
 impl RequestHead {
@@ -130,8 +141,11 @@ impl RequestHead {
 
     /// Returns the header fields in the order they were sent, names as sent.
     pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &[u8])> + '_ {
-        self.fields.iter().map(|&(n, v)| {
-            (std::str::from_utf8(n.get(&self.bytes)).unwrap_or_default(), v.get(&self.bytes))
+        self.fields.iter().map(|f| {
+            (
+                std::str::from_utf8(f.name.get(&self.bytes)).unwrap_or_default(),
+                f.value.get(&self.bytes),
+            )
         })
     }
 
@@ -206,8 +220,13 @@ impl HeadScanner {
                 return Ok(None);
             };
             let lf = self.scanned + i;
-            // The limits as a read ending just before this LF would have met them.
-            self.check_limits(&buf[..lf], max_head, config)?;
+            // The limits as a read ending just before this LF would have met them. Only a line
+            // longer than its limit, or a head longer than its own, can have crossed one.
+            let max_line =
+                if self.lines == 0 { config.max_request_line } else { config.max_field_size };
+            if lf - self.line_start > max_line || lf > max_head {
+                self.check_limits(&buf[..lf], max_head, config)?;
+            }
             if lf == 0 || buf[lf - 1] != b'\r' {
                 return Err(ProtocolError::BareLineEnding);
             }
@@ -273,11 +292,12 @@ struct Parsed {
     authority: Option<Span>,
     form: TargetForm,
     version: Version,
-    fields: Vec<(Span, Span)>,
+    fields: Vec<Field>,
     host: Option<Span>,
     body: RequestBody,
     keep_alive: bool,
     expect_continue: bool,
+    ascii: bool,
 }
 
 impl Parsed {
@@ -296,6 +316,7 @@ impl Parsed {
             body: self.body,
             keep_alive: self.keep_alive,
             expect_continue: self.expect_continue,
+            ascii: self.ascii,
         }
     }
 }
@@ -348,22 +369,28 @@ fn parse_complete(
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        fields.push((Span::of(head, name), Span::of(head, h.value)));
-        if name.eq_ignore_ascii_case(b"host") {
-            host_count += 1;
-            host = Some(Span::of(head, h.value));
-            if !valid_authority(h.value) {
-                return Err(ProtocolError::BadHost);
+        let id = names::lookup(name);
+        fields.push(Field { name: Span::of(head, name), value: Span::of(head, h.value), id });
+        match id {
+            names::HOST => {
+                host_count += 1;
+                host = Some(Span::of(head, h.value));
+                if !valid_authority(h.value) {
+                    return Err(ProtocolError::BadHost);
+                }
             }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in framing::list_elements(h.value) {
-                close_token |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            names::CONNECTION => {
+                for token in framing::list_elements(h.value) {
+                    close_token |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
             }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
-            expect_continue |=
-                version == Version::Http11 && h.value.eq_ignore_ascii_case(b"100-continue");
+            names::EXPECT => {
+                // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
+                expect_continue |=
+                    version == Version::Http11 && h.value.eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
         }
     }
     match host_count {
@@ -390,6 +417,7 @@ fn parse_complete(
         body,
         keep_alive,
         expect_continue,
+        ascii: head.is_ascii(),
     })
 }
 

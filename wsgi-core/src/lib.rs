@@ -83,6 +83,7 @@ mod environ;
 mod error;
 mod framing;
 mod head;
+mod names;
 #[cfg(feature = "python")]
 pub mod python;
 mod response;
