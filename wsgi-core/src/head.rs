@@ -193,6 +193,25 @@ const HEAD_SIZE_CAP: usize = 16 << 20;
 /// Stack room for this many fields; heads with more use a heap buffer.
 const STACK_FIELDS: usize = 64;
 
+/// Finds the first LF in `hay`, eight bytes at a time. Head lines are short, so this beats a
+/// call into a vectorised search per line.
+fn find_lf(hay: &[u8]) -> Option<usize> {
+    const LF: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let mut words = hay.chunks_exact(8);
+    let mut base = 0;
+    for word in &mut words {
+        let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8])) ^ LF;
+        // The high bit of each byte of `w` that is zero, exactly (no carries across bytes).
+        let zero = !(((w & LOW7).wrapping_add(LOW7)) | w | LOW7);
+        if zero != 0 {
+            return Some(base + (zero.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    words.remainder().iter().position(|&b| b == b'\n').map(|i| base + i)
+}
+
 /// Finds the end of a request head as bytes arrive and parses it once it is complete.
 #[derive(Debug, Default)]
 pub(crate) struct HeadScanner {
@@ -213,8 +232,15 @@ impl HeadScanner {
         config: &Config,
     ) -> Result<Option<RequestHead>, ProtocolError> {
         let max_head = config.max_head_size.min(HEAD_SIZE_CAP);
+        let fresh = self.scanned == 0 && self.lines == 0;
+        if fresh && !matches!(buf.first(), None | Some(b'\r' | b'\n')) {
+            if let Some((parsed, end)) = parse_fast(buf, config) {
+                let parsed = parsed?;
+                return Ok(Some(parsed.into_head(buf.split_to(end).freeze())));
+            }
+        }
         loop {
-            let Some(i) = memchr::memchr(b'\n', &buf[self.scanned..]) else {
+            let Some(i) = find_lf(&buf[self.scanned..]) else {
                 self.scanned = buf.len();
                 self.check_limits(buf, max_head, config)?;
                 return Ok(None);
@@ -345,6 +371,54 @@ fn parse_complete(
         Ok(_) => return Err(ProtocolError::BadRequestLine),
         Err(e) => return Err(classify(e, head)),
     }
+    validate(head, &req, config)
+}
+
+/// Parses a head that arrived whole, in one httparse pass, when that gives exactly what the
+/// incremental scanner followed by [`parse_complete`] would: the buffer starts with the request
+/// line, every line ends in CRLF and no limit is crossed. Returns `None` whenever it cannot be
+/// sure (a partial head, any tokenizing error, a limit or a bare line ending), and the scanner
+/// then finds the first problem in byte order, as it does for heads that arrive in pieces.
+fn parse_fast(buf: &[u8], config: &Config) -> Option<(Result<Parsed, ProtocolError>, usize)> {
+    let max_head = config.max_head_size.min(HEAD_SIZE_CAP);
+    let window = &buf[..buf.len().min(max_head)];
+    let mut parser = httparse::ParserConfig::default();
+    parser.allow_multiple_spaces_in_request_line_delimiters(false);
+    let mut slots: [MaybeUninit<httparse::Header<'_>>; STACK_FIELDS] =
+        [const { MaybeUninit::uninit() }; STACK_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let Ok(httparse::Status::Complete(n)) =
+        parser.parse_request_with_uninit_headers(&mut req, window, &mut slots)
+    else {
+        return None;
+    };
+    let head = &window[..n];
+    if req.headers.len() > config.max_header_count || !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    // Each line must end in CRLF and fit its limit: lines end where the next field name starts.
+    let mut line_start = 0;
+    let mut max_line = config.max_request_line;
+    let starts = req.headers.iter().map(|h| Span::of(head, h.name.as_bytes()).start as usize);
+    for next in starts.chain(std::iter::once(n - 2)) {
+        if next < line_start + 2 || head.get(next - 2..next) != Some(b"\r\n") {
+            return None;
+        }
+        if next - 2 - line_start > max_line {
+            return None;
+        }
+        line_start = next;
+        max_line = config.max_field_size;
+    }
+    Some((validate(head, &req, config), n))
+}
+
+/// Checks a tokenized head (target form, Host, framing) and records where its parts are.
+fn validate(
+    head: &[u8],
+    req: &httparse::Request<'_, '_>,
+    config: &Config,
+) -> Result<Parsed, ProtocolError> {
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(ProtocolError::BadRequestLine);
     };
@@ -644,4 +718,29 @@ pub(crate) fn is_tchar(b: u8) -> bool {
                 | b'|'
                 | b'~'
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_lf;
+
+    #[test]
+    fn find_lf_agrees_with_a_plain_search() {
+        let mut hay = vec![b'a'; 40];
+        assert_eq!(find_lf(&hay), None);
+        for i in 0..hay.len() {
+            hay[i] = b'\n';
+            assert_eq!(find_lf(&hay), Some(i), "LF at {i}");
+            for j in 0..=i {
+                assert_eq!(find_lf(&hay[j..]), Some(i - j));
+            }
+            hay[i] = b'a';
+        }
+        // Bytes whose XOR with LF borrows or carries must not look like LF.
+        let tricky: Vec<u8> = (0..=255u8).filter(|&b| b != b'\n').collect();
+        assert_eq!(find_lf(&tricky), None);
+        let mut with_lf = tricky.clone();
+        with_lf.push(b'\n');
+        assert_eq!(find_lf(&with_lf), Some(tricky.len()));
+    }
 }
