@@ -1,0 +1,217 @@
+//! A connection as it moves between the poller (idle) and the app threads (busy), and the
+//! blocking [`AppIo`] an application uses while it owns one.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use wsgi_core::{
+    AppIo, AppIoError, Connection, Environ, Event, HttpDate, Job, ResponseHead, ServerInfo,
+};
+
+use crate::Shared;
+use crate::net::Stream;
+
+/// Bytes read from a socket per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One client connection: its socket, its protocol state and what the environ needs of it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) stream: Stream,
+    pub(crate) conn: Connection,
+    pub(crate) info: ServerInfo,
+}
+
+/// What an app thread found on a connection the poller said was readable.
+pub(crate) enum Step {
+    /// A request: the job to run.
+    Job(Job),
+    /// No complete request yet: back to the poller.
+    Idle(Box<Conn>),
+    /// The connection is finished.
+    Closed,
+}
+
+impl Conn {
+    /// Reads what the socket has without blocking and returns the next request, if any.
+    pub(crate) fn advance(mut self, shared: &Arc<Shared>) -> Step {
+        let mut buf = vec![0; READ_CHUNK];
+        if self.stream.set_nonblocking(true).is_err() {
+            return Step::Closed;
+        }
+        while self.conn.wants_read() {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.conn.handle_eof(Instant::now());
+                    break;
+                }
+                Ok(n) => self.conn.handle_input(&buf[..n], Instant::now()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Closed,
+            }
+        }
+        if self.stream.set_nonblocking(false).is_err() {
+            return Step::Closed;
+        }
+        if shared.is_shutting_down() {
+            self.conn.shutdown();
+        }
+        self.conn.set_date(shared.date());
+        loop {
+            match self.conn.poll_event() {
+                Ok(Some(Event::Request(head))) => {
+                    let environ = Environ::new(&head, &self.info);
+                    let io = StdIo {
+                        conn: Some(self),
+                        shared: shared.clone(),
+                        out: Vec::new(),
+                        ended: false,
+                    };
+                    return Step::Job(Job { environ, io: Box::new(io) });
+                }
+                // Body events before a request cannot happen: a drained body is not reported.
+                Ok(Some(Event::Body(_) | Event::EndOfBody)) => {}
+                Ok(Some(Event::Closed)) => return Step::Closed,
+                Ok(None) if self.conn.is_closed() => return Step::Closed,
+                Ok(None) => return Step::Idle(Box::new(self)),
+                Err(e) => {
+                    let mut out = Vec::new();
+                    self.conn.send_error(&e, &mut out);
+                    let _ = self.stream.write_all(&out);
+                    self.stream.shutdown();
+                    return Step::Closed;
+                }
+            }
+        }
+    }
+}
+
+/// The connection, lent to an application for one request.
+struct StdIo {
+    conn: Option<Conn>,
+    shared: Arc<Shared>,
+    out: Vec<u8>,
+    /// `send_end` was called: the exchange is over, whatever became of it.
+    ended: bool,
+}
+
+impl StdIo {
+    fn conn(&mut self) -> Result<&mut Conn, AppIoError> {
+        self.conn.as_mut().ok_or(AppIoError::Disconnected)
+    }
+
+    /// Writes what the connection produced; a failed write loses the client.
+    fn flush(&mut self) -> Result<(), AppIoError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let written = c.stream.write_all(&self.out);
+        self.out.clear();
+        written.map_err(|_| {
+            c.conn.abort();
+            AppIoError::Disconnected
+        })
+    }
+}
+
+impl AppIo for StdIo {
+    fn read_body(&mut self) -> Result<Option<Bytes>, AppIoError> {
+        let mut out = std::mem::take(&mut self.out);
+        let continued = self.conn()?.conn.send_continue(&mut out);
+        self.out = out;
+        continued?;
+        self.flush()?;
+        let mut buf = Vec::new();
+        loop {
+            let c = self.conn()?;
+            match c.conn.poll_event() {
+                Ok(Some(Event::Body(bytes))) => return Ok(Some(bytes)),
+                Ok(Some(Event::EndOfBody)) => return Ok(None),
+                Ok(Some(Event::Request(_) | Event::Closed)) => return Ok(None),
+                Err(e) => return Err(AppIoError::BadRequest(e)),
+                Ok(None) => {
+                    if buf.is_empty() {
+                        buf.resize(READ_CHUNK, 0);
+                    }
+                    match c.stream.read(&mut buf) {
+                        Ok(0) => c.conn.handle_eof(Instant::now()),
+                        Ok(n) => c.conn.handle_input(&buf[..n], Instant::now()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return Err(AppIoError::Disconnected),
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_head(&mut self, head: &ResponseHead) -> Result<(), AppIoError> {
+        let mut out = std::mem::take(&mut self.out);
+        let sent = self.conn()?.conn.send_head(head, &mut out);
+        self.out = out;
+        // The head waits for the first body bytes or the end: one write instead of two.
+        Ok(sent?)
+    }
+
+    fn send_body(&mut self, chunk: &[u8]) -> Result<(), AppIoError> {
+        let mut out = std::mem::take(&mut self.out);
+        let sent = self.conn()?.conn.send_body(chunk, &mut out);
+        self.out = out;
+        let flushed = self.flush();
+        sent?;
+        flushed
+    }
+
+    fn send_end(&mut self) -> Result<(), AppIoError> {
+        self.ended = true;
+        let mut out = std::mem::take(&mut self.out);
+        let ended = self.conn()?.conn.send_end(Instant::now(), &mut out);
+        self.out = out;
+        let flushed = self.flush();
+        ended?;
+        flushed
+    }
+
+    fn abort(&mut self) {
+        if let Some(c) = self.conn.as_mut() {
+            c.conn.abort();
+        }
+    }
+}
+
+impl Drop for StdIo {
+    fn drop(&mut self) {
+        let _ = self.flush();
+        let Some(mut c) = self.conn.take() else { return };
+        if !self.ended {
+            // The application returned without ending its response: it cannot be completed.
+            c.conn.abort();
+        }
+        if c.conn.is_closed() {
+            c.stream.shutdown();
+            return;
+        }
+        // A pipelined request may already be buffered: let an app thread look right away.
+        self.shared.ready(c);
+    }
+}
+
+/// The `Date` header value, formatted at most once a second per thread.
+pub(crate) fn http_date() -> HttpDate {
+    thread_local! {
+        static CACHE: std::cell::Cell<(u64, Option<HttpDate>)> = const { std::cell::Cell::new((0, None)) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHE.with(|cache| match cache.get() {
+        (s, Some(date)) if s == second => date,
+        _ => {
+            let date = HttpDate::from(now);
+            cache.set((second, Some(date)));
+            date
+        }
+    })
+}

@@ -1,0 +1,409 @@
+//! A blocking driver for [`wsgi_core`]: serves an [`Application`] on TCP and Unix listeners with
+//! std sockets and threads.
+//!
+//! # Design
+//!
+//! ```text
+//!   poller thread (mio)                          app threads (bounded pool)
+//!   ───────────────────                          ──────────────────────────
+//!   listeners ─accept─▶ idle connections          app.serve(next_job):
+//!                       │ readable                  next_job: take a ready connection,
+//!                       └──────▶ ready queue ──────▶  read what it has (non-blocking);
+//!   deadlines: keep-alive idle close,                 a complete head → Job for the app;
+//!   408 for a head that stalls               ◀──────  otherwise back to the poller
+//!                        ◀── after the response: idle again (or ready, if pipelined)
+//! ```
+//!
+//! Idle keep-alive connections sit in the poller and cost no thread; an app thread is busy only
+//! from a complete request head to the end of its response. A slow client sending its head
+//! never pins an app thread: each readable burst is consumed without blocking and the
+//! connection goes back to the poller. While a request runs, body reads and response writes
+//! block the app thread (that is the backpressure: a slow client slows its own request, and the
+//! server never buffers a whole body), bounded by [`ServerConfig::io_timeout`].
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use adapter_std::{Listener, ServerConfig, start};
+//! use wsgi_core::{Job, ResponseHead};
+//!
+//! fn hello(mut job: Job) {
+//!     let head = ResponseHead::from_wsgi("200 OK", [("Content-Length", "6")]).unwrap();
+//!     let _ = job.io.send_head(&head).and_then(|()| job.io.send_body(b"hello\n"));
+//!     let _ = job.io.send_end();
+//! }
+//!
+//! let listener = Listener::bind_tcp("127.0.0.1:8000")?;
+//! let server = start(hello, vec![listener], ServerConfig::default())?;
+//! // ... later, from any thread:
+//! server.handle().shutdown();
+//! server.join(Duration::from_secs(30));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod conn;
+mod net;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use wsgi_core::{Application, Config, Connection, HttpDate, Scheme, ServerInfo};
+
+pub use net::Listener;
+
+use conn::{Conn, Step};
+
+/// How the server runs.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// App threads: requests served at once.
+    pub threads: usize,
+    /// The protocol's limits and deadlines (head and keep-alive timeouts among them).
+    pub core: Config,
+    /// The path the application is mounted at (`SCRIPT_NAME`).
+    pub root_path: String,
+    /// `wsgi.url_scheme`.
+    pub scheme: Scheme,
+    /// How long one read of a request body or one write of a response may block before the
+    /// client is given up on.
+    pub io_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: 8,
+            core: Config::default(),
+            root_path: String::new(),
+            scheme: Scheme::Http,
+            io_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// State shared by the poller and the app threads.
+pub(crate) struct Shared {
+    config: ServerConfig,
+    ready_tx: Sender<Conn>,
+    idle_tx: Sender<Conn>,
+    waker: Waker,
+    shutting_down: AtomicBool,
+    /// Connections owned by an app thread right now.
+    busy: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn date(&self) -> HttpDate {
+        conn::http_date()
+    }
+
+    /// Takes back a connection after its response: to an app thread at once if the next request
+    /// is already buffered, else to the poller to wait for it.
+    pub(crate) fn ready(&self, c: Conn) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+        let sent = if c.conn.is_idle() {
+            self.idle_tx.send(c).map_err(|_| ())
+        } else {
+            self.busy.fetch_add(1, Ordering::AcqRel);
+            self.ready_tx.send(c).map_err(|_| ())
+        };
+        if sent.is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// A way to stop a running server from any thread.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Starts a graceful shutdown: stop accepting, close idle connections, let requests in
+    /// flight finish (their responses say `Connection: close`). [`Server::join`] waits for it.
+    pub fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        let _ = self.shared.waker.wake();
+    }
+}
+
+/// A running server.
+pub struct Server {
+    handle: Handle,
+    poller: Option<JoinHandle<()>>,
+    app_threads: Vec<JoinHandle<()>>,
+    grace_deadline: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Server {
+    /// Returns a handle that can stop the server.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Waits for the server to stop: after [`Handle::shutdown`], for the requests in flight to
+    /// finish, but no longer than `grace` (connections still busy then are cut).
+    pub fn join(mut self, grace: Duration) {
+        *self.grace_deadline.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Instant::now() + grace);
+        let _ = self.handle.shared.waker.wake();
+        if let Some(poller) = self.poller.take() {
+            let _ = poller.join();
+        }
+        for t in self.app_threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts serving `app` on `listeners`: one poller thread and `config.threads` app threads.
+///
+/// # Errors
+///
+/// An error setting up the poller or the listeners.
+pub fn start<A: Application>(
+    app: A,
+    listeners: Vec<Listener>,
+    config: ServerConfig,
+) -> io::Result<Server> {
+    let poll = Poll::new()?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+    let (idle_tx, idle_rx) = crossbeam_channel::unbounded();
+    let threads = config.threads.max(1);
+    let shared = Arc::new(Shared {
+        config,
+        ready_tx,
+        idle_tx,
+        waker,
+        shutting_down: AtomicBool::new(false),
+        busy: AtomicUsize::new(0),
+    });
+    for (i, l) in listeners.iter().enumerate() {
+        l.set_nonblocking()?;
+        poll.registry().register(&mut SourceFd(&l.as_raw_fd()), Token(i), Interest::READABLE)?;
+    }
+    let grace_deadline = Arc::new(Mutex::new(None));
+    // The poller holds the only sender: when it stops, every app thread's select wakes and ends.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let app = Arc::new(app);
+    let app_threads = (0..threads)
+        .map(|i| {
+            let app = app.clone();
+            let shared = shared.clone();
+            let ready_rx = ready_rx.clone();
+            let stop_rx = stop_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("wsgi-app-{i}"))
+                .spawn(move || app_thread(&*app, &shared, &ready_rx, &stop_rx))
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    drop(ready_rx);
+    let poller = {
+        let shared = shared.clone();
+        let grace_deadline = grace_deadline.clone();
+        std::thread::Builder::new().name("wsgi-poller".to_owned()).spawn(move || {
+            Poller::new(poll, listeners, shared, idle_rx, grace_deadline).run();
+            drop(stop_tx);
+        })?
+    };
+    Ok(Server { handle: Handle { shared }, poller: Some(poller), app_threads, grace_deadline })
+}
+
+fn app_thread<A: Application>(
+    app: &A,
+    shared: &Arc<Shared>,
+    ready_rx: &Receiver<Conn>,
+    stop_rx: &Receiver<()>,
+) {
+    app.serve(&mut || {
+        loop {
+            let c = crossbeam_channel::select! {
+                recv(ready_rx) -> c => c.ok()?,
+                recv(stop_rx) -> _ => return None,
+            };
+            match c.advance(shared) {
+                Step::Job(job) => return Some(job),
+                Step::Idle(c) => {
+                    shared.busy.fetch_sub(1, Ordering::AcqRel);
+                    if shared.idle_tx.send(*c).is_ok() {
+                        let _ = shared.waker.wake();
+                    }
+                }
+                Step::Closed => {
+                    shared.busy.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+    });
+}
+
+const WAKER: Token = Token(usize::MAX);
+
+/// The poller thread: accepts, holds idle connections, enforces their deadlines.
+struct Poller {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    shared: Arc<Shared>,
+    idle_rx: Receiver<Conn>,
+    idle: HashMap<usize, Conn>,
+    next_token: usize,
+    grace_deadline: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Poller {
+    fn new(
+        poll: Poll,
+        listeners: Vec<Listener>,
+        shared: Arc<Shared>,
+        idle_rx: Receiver<Conn>,
+        grace_deadline: Arc<Mutex<Option<Instant>>>,
+    ) -> Poller {
+        let next_token = listeners.len();
+        Poller {
+            poll,
+            listeners,
+            shared,
+            idle_rx,
+            idle: HashMap::new(),
+            next_token,
+            grace_deadline,
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut listening = true;
+        loop {
+            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            let timeout = if self.shared.is_shutting_down() {
+                Some(timeout.unwrap_or(Duration::from_millis(50)).min(Duration::from_millis(50)))
+            } else {
+                timeout
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return;
+                }
+            }
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    Token(i) if i < self.listeners.len() => self.accept(i),
+                    Token(t) => {
+                        if let Some(c) = self.idle.remove(&t) {
+                            let _ = self
+                                .poll
+                                .registry()
+                                .deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+                            self.shared.busy.fetch_add(1, Ordering::AcqRel);
+                            let _ = self.shared.ready_tx.send(c);
+                        }
+                    }
+                }
+            }
+            while let Ok(c) = self.idle_rx.try_recv() {
+                self.add_idle(c);
+            }
+            self.expire(Instant::now());
+            if self.shared.is_shutting_down() {
+                if listening {
+                    listening = false;
+                    for l in &self.listeners {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&l.as_raw_fd()));
+                    }
+                }
+                // Idle connections close now; busy ones close when their response ends.
+                for (_, c) in self.idle.drain() {
+                    c.stream.shutdown();
+                }
+                let deadline = *self.grace_deadline.lock().unwrap_or_else(PoisonError::into_inner);
+                let busy = self.shared.busy.load(Ordering::Acquire);
+                if busy == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                    return; // the caller then drops the stop sender, which ends the app threads
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, i: usize) {
+        loop {
+            let Some(listener) = self.listeners.get(i) else { return };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let config = &self.shared.config;
+                    if stream.set_timeouts(config.io_timeout).is_err() {
+                        continue;
+                    }
+                    let info = ServerInfo::new(stream.local_addr(), peer)
+                        .with_scheme(config.scheme)
+                        .with_root_path(&config.root_path);
+                    let conn = Connection::new(config.core.clone(), Instant::now());
+                    self.add_idle(Conn { stream, conn, info });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Out of descriptors and the like: stop for now, the next readiness retries.
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn add_idle(&mut self, c: Conn) {
+        if self.shared.is_shutting_down() {
+            c.stream.shutdown();
+            return;
+        }
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1).max(self.listeners.len());
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&c.stream.as_raw_fd()),
+            Token(token),
+            Interest::READABLE,
+        );
+        if registered.is_ok() {
+            self.idle.insert(token, c);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.idle.values().filter_map(|c| c.conn.poll_timeout()).min()
+    }
+
+    /// Closes idle connections past their keep-alive deadline; answers 408 to heads that stalled.
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<usize> = self
+            .idle
+            .iter()
+            .filter(|(_, c)| c.conn.poll_timeout().is_some_and(|d| d <= now))
+            .map(|(&t, _)| t)
+            .collect();
+        for t in expired {
+            let Some(mut c) = self.idle.remove(&t) else { continue };
+            let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+            c.conn.handle_timeout(now);
+            if let Err(e) = c.conn.poll_event() {
+                let mut out = Vec::new();
+                c.conn.send_error(&e, &mut out);
+                let _ = c.stream.set_nonblocking(true);
+                let _ = std::io::Write::write_all(&mut c.stream, &out);
+            }
+            c.stream.shutdown();
+        }
+    }
+}
