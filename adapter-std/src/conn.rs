@@ -64,11 +64,14 @@ impl Conn {
             match self.conn.poll_event() {
                 Ok(Some(Event::Request(head))) => {
                     let environ = Environ::new(&head, &self.info);
+                    let log =
+                        shared.config.access_log.is_some().then(|| Box::new(Logged::new(&environ)));
                     let io = StdIo {
                         conn: Some(self),
                         shared: shared.clone(),
                         out: Vec::new(),
                         ended: false,
+                        log,
                     };
                     return Step::Job(Job { environ, io: Box::new(io) });
                 }
@@ -96,6 +99,42 @@ struct StdIo {
     out: Vec<u8>,
     /// `send_end` was called: the exchange is over, whatever became of it.
     ended: bool,
+    /// What the access log needs, when there is one.
+    log: Option<Box<Logged>>,
+}
+
+/// The request's side of an access-log line, kept until the response ends.
+struct Logged {
+    method: String,
+    target: String,
+    version: &'static str,
+    referer: Option<String>,
+    user_agent: Option<String>,
+    status: u16,
+    body_bytes: u64,
+    start: Instant,
+    started: SystemTime,
+}
+
+impl Logged {
+    fn new(environ: &Environ) -> Logged {
+        let get = |k| environ.get(k).map(str::to_owned);
+        Logged {
+            method: get("REQUEST_METHOD").unwrap_or_default(),
+            target: get("RAW_URI").unwrap_or_default(),
+            version: if environ.get("SERVER_PROTOCOL") == Some("HTTP/1.0") {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
+            referer: get("HTTP_REFERER"),
+            user_agent: get("HTTP_USER_AGENT"),
+            status: 0,
+            body_bytes: 0,
+            start: Instant::now(),
+            started: SystemTime::now(),
+        }
+    }
 }
 
 impl StdIo {
@@ -152,6 +191,9 @@ impl AppIo for StdIo {
         let mut out = std::mem::take(&mut self.out);
         let sent = self.conn()?.conn.send_head(head, &mut out);
         self.out = out;
+        if let (Some(log), Ok(())) = (self.log.as_mut(), &sent) {
+            log.status = head.status();
+        }
         // The head waits for the first body bytes or the end: one write instead of two.
         Ok(sent?)
     }
@@ -160,6 +202,9 @@ impl AppIo for StdIo {
         let mut out = std::mem::take(&mut self.out);
         let sent = self.conn()?.conn.send_body(chunk, &mut out);
         self.out = out;
+        if let Some(log) = self.log.as_mut() {
+            log.body_bytes += chunk.len() as u64;
+        }
         let flushed = self.flush();
         sent?;
         flushed
@@ -186,6 +231,20 @@ impl Drop for StdIo {
     fn drop(&mut self) {
         let _ = self.flush();
         let Some(mut c) = self.conn.take() else { return };
+        if let (Some(log), Some(access_log)) = (&self.log, &self.shared.config.access_log) {
+            access_log(&crate::AccessRecord {
+                peer: c.info.peer(),
+                method: &log.method,
+                target: &log.target,
+                version: log.version,
+                status: log.status,
+                body_bytes: log.body_bytes,
+                referer: log.referer.as_deref(),
+                user_agent: log.user_agent.as_deref(),
+                duration: log.start.elapsed(),
+                started: log.started,
+            });
+        }
         if !self.ended {
             // The application returned without ending its response: it cannot be completed.
             c.conn.abort();

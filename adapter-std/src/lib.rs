@@ -64,7 +64,7 @@ use conn::{Conn, Step};
 
 /// How the server runs.
 #[non_exhaustive]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// App threads: requests served at once.
     pub threads: usize,
@@ -77,6 +77,50 @@ pub struct ServerConfig {
     /// How long one read of a request body or one write of a response may block before the
     /// client is given up on.
     pub io_timeout: Duration,
+    /// Called once per finished request, on the app thread, after the response went out.
+    pub access_log: Option<AccessLog>,
+}
+
+/// The access-log callback: one call per request.
+pub type AccessLog = Arc<dyn Fn(&AccessRecord<'_>) + Send + Sync>;
+
+/// What the access log learns of one request.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct AccessRecord<'a> {
+    /// The peer's address (`None` for Unix sockets).
+    pub peer: Option<std::net::SocketAddr>,
+    /// The request method.
+    pub method: &'a str,
+    /// The request target as sent.
+    pub target: &'a str,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: &'a str,
+    /// The response status (0 if no response head was sent).
+    pub status: u16,
+    /// Response body bytes the application produced.
+    pub body_bytes: u64,
+    /// The Referer header, if sent.
+    pub referer: Option<&'a str>,
+    /// The User-Agent header, if sent.
+    pub user_agent: Option<&'a str>,
+    /// From the complete request head to the end of the response.
+    pub duration: Duration,
+    /// When the request head was complete.
+    pub started: std::time::SystemTime,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("threads", &self.threads)
+            .field("core", &self.core)
+            .field("root_path", &self.root_path)
+            .field("scheme", &self.scheme)
+            .field("io_timeout", &self.io_timeout)
+            .field("access_log", &self.access_log.is_some())
+            .finish()
+    }
 }
 
 impl Default for ServerConfig {
@@ -87,6 +131,7 @@ impl Default for ServerConfig {
             root_path: String::new(),
             scheme: Scheme::Http,
             io_timeout: Duration::from_secs(60),
+            access_log: None,
         }
     }
 }

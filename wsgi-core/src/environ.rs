@@ -158,6 +158,11 @@ impl ServerInfo {
     pub fn scheme(&self) -> Scheme {
         self.scheme
     }
+
+    /// Returns the peer's address (`None` for Unix sockets).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
 }
 
 /// The CGI variables PEP 3333 defines (and two request-URI extras), as a closed set so a bridge

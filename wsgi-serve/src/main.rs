@@ -1,0 +1,224 @@
+//! `wsgi-serve`: serves a Python WSGI application. Option names follow gunicorn's.
+//!
+//! ```text
+//! wsgi-serve                                   # the built-in hello app on 127.0.0.1:8000
+//! wsgi-serve myproject.wsgi:application --bind 0.0.0.0:8000 --threads 8
+//! ```
+
+mod logs;
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_std::{Listener, ServerConfig};
+use clap::Parser;
+use pyo3::prelude::*;
+use wsgi_core::Config;
+use wsgi_core::python::{AppSpec, PyApplication, PyOptions};
+
+use logs::{AccessLogFile, LineLog, LogLevel};
+
+/// The app served when none is named: the classic WSGI hello world.
+const HELLO_APP: &std::ffi::CStr = c"
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain; charset=utf-8')])
+    return [b'Hello WSGI World!\\n']
+";
+
+/// Serve a Python WSGI application (Flask, Django, any PEP 3333 callable).
+///
+/// Run it from your project directory, inside your virtualenv if you use one: the working
+/// directory and the active virtualenv (VIRTUAL_ENV) are on sys.path.
+#[derive(Parser, Debug)]
+#[command(name = "wsgi-serve", version, about, long_about = None)]
+struct Cli {
+    /// The application: `module:attr` (e.g. `myproject.wsgi:application`), `module:factory()`
+    /// or `path/to/file.py:attr`. Without it, a built-in hello app is served.
+    app: Option<String>,
+
+    /// Where to listen: `HOST:PORT`, `[::1]:PORT` or `unix:PATH`. Repeat to listen on several.
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", default_value = "127.0.0.1:8000")]
+    bind: Vec<String>,
+
+    /// App threads: requests handled at once. Idle keep-alive connections hold no thread.
+    #[arg(long, value_name = "INT", default_value_t = 1)]
+    threads: usize,
+
+    /// Change to this directory before loading the application.
+    #[arg(long, value_name = "DIR")]
+    chdir: Option<PathBuf>,
+
+    /// Extra directories for sys.path, comma-separated.
+    #[arg(long, value_name = "DIRS", value_delimiter = ',')]
+    pythonpath: Vec<PathBuf>,
+
+    /// Seconds a request body read or response write may block before the client is dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    timeout: u64,
+
+    /// Seconds to let requests in flight finish after SIGTERM or SIGINT.
+    #[arg(long = "graceful-timeout", value_name = "SECONDS", default_value_t = 30)]
+    graceful_timeout: u64,
+
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long = "keep-alive", value_name = "SECONDS", default_value_t = 2)]
+    keep_alive: u64,
+
+    /// Longest request line in bytes (0: the built-in maximum, 65536); longer is answered 414.
+    #[arg(long = "limit-request-line", value_name = "BYTES", default_value_t = 4094)]
+    limit_request_line: usize,
+
+    /// Most header fields in a request; more is answered 431.
+    #[arg(long = "limit-request-fields", value_name = "INT", default_value_t = 100)]
+    limit_request_fields: usize,
+
+    /// Longest header field line in bytes; longer is answered 431.
+    #[arg(long = "limit-request-field_size", value_name = "BYTES", default_value_t = 8190)]
+    limit_request_field_size: usize,
+
+    /// Write an access log line per request to this file (`-` for stdout).
+    #[arg(long = "access-logfile", value_name = "FILE")]
+    access_logfile: Option<String>,
+
+    /// Write the error log to this file (`-` for stderr).
+    #[arg(long = "error-logfile", value_name = "FILE", default_value = "-")]
+    error_logfile: String,
+
+    /// The least severe error-log level written.
+    #[arg(long = "log-level", value_name = "LEVEL", default_value = "info")]
+    log_level: LogLevel,
+
+    /// The path the application is mounted at behind a proxy (SCRIPT_NAME), e.g. `/app`.
+    #[arg(long = "root-path", value_name = "PATH", default_value = "")]
+    root_path: String,
+
+    /// The I/O runtime. This build has: std.
+    #[arg(long, value_name = "RUNTIME", default_value = "std", value_parser = ["std"])]
+    runtime: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("wsgi-serve: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let log = Arc::new(
+        LineLog::open(&cli.error_logfile, cli.log_level)
+            .map_err(|e| format!("cannot open the error log {:?}: {e}", cli.error_logfile))?,
+    );
+    if let Some(dir) = &cli.chdir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| format!("cannot change to {}: {e}", dir.display()))?;
+    }
+    let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
+
+    let options = PyOptions {
+        multithread: cli.threads > 1,
+        multiprocess: false,
+        server_software: concat!("wsgi-serve/", env!("CARGO_PKG_VERSION")).to_owned(),
+        log: log.clone(),
+    };
+    let (app, name) = match &cli.app {
+        Some(target) => {
+            let mut spec = AppSpec::new(target);
+            for dir in &cli.pythonpath {
+                spec = spec.with_python_path(dir);
+            }
+            (PyApplication::load(&spec, options).map_err(|e| e.to_string())?, target.clone())
+        }
+        None => (hello_app(options)?, "the built-in hello app".to_owned()),
+    };
+
+    let mut core = Config::default();
+    core.max_request_line =
+        if cli.limit_request_line == 0 { 65536 } else { cli.limit_request_line };
+    core.max_header_count = cli.limit_request_fields;
+    core.max_field_size = cli.limit_request_field_size;
+    core.keep_alive_timeout = Duration::from_secs(cli.keep_alive);
+    core.set_server_header(Some(concat!("wsgi-serve/", env!("CARGO_PKG_VERSION"))))
+        .map_err(|e| e.to_string())?;
+    let mut config = ServerConfig::default();
+    config.threads = cli.threads.max(1);
+    config.core = core;
+    config.root_path = cli.root_path.clone();
+    config.io_timeout = Duration::from_secs(cli.timeout.max(1));
+    if let Some(target) = &cli.access_logfile {
+        let file = AccessLogFile::open(target)
+            .map_err(|e| format!("cannot open the access log {target:?}: {e}"))?;
+        config.access_log = Some(Arc::new(move |record| file.write(record)));
+    }
+
+    let addresses: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    let server = adapter_std::start(app, listeners, config).map_err(|e| e.to_string())?;
+    log.info(&format!(
+        "serving {name} on {} (runtime {}, 1 worker, {} thread{})",
+        addresses.join(", "),
+        cli.runtime,
+        cli.threads.max(1),
+        if cli.threads > 1 { "s" } else { "" }
+    ));
+
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| format!("cannot handle signals: {e}"))?;
+    if let Some(signal) = signals.forever().next() {
+        let name = if signal == signal_hook::consts::SIGINT { "SIGINT" } else { "SIGTERM" };
+        log.info(&format!(
+            "{name}: stopping; requests in flight have {}s to finish",
+            cli.graceful_timeout
+        ));
+    }
+    server.handle().shutdown();
+    server.join(Duration::from_secs(cli.graceful_timeout));
+    log.info("stopped");
+    Ok(())
+}
+
+/// Parses and binds one `--bind` value.
+fn bind(spec: &str) -> Result<Listener, String> {
+    if let Some(path) = spec.strip_prefix("unix:") {
+        return Listener::bind_unix(path).map_err(|e| format!("cannot bind {spec}: {e}"));
+    }
+    // gunicorn accepts a bare host and a bare port too.
+    let with_port = if spec.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{spec}")
+    } else if !spec.contains(':') || (spec.starts_with('[') && spec.ends_with(']')) {
+        format!("{spec}:8000")
+    } else {
+        spec.to_owned()
+    };
+    let addrs: Vec<_> = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve --bind {spec:?}: {e}"))?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        match Listener::bind_tcp(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(format!("cannot bind {addr}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| format!("--bind {spec:?} names no address")))
+}
+
+fn hello_app(options: PyOptions) -> Result<PyApplication, String> {
+    Python::initialize();
+    Python::attach(|py| {
+        let module = PyModule::from_code(py, HELLO_APP, c"hello.py", c"wsgi_serve_hello")?;
+        let app = module.getattr("application")?;
+        PyApplication::new(py, app, "hello:application", options)
+    })
+    .map_err(|e| format!("cannot create the hello app: {e}"))
+}
