@@ -10,6 +10,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyList, PyMemoryView, PyString, PyTuple}
 
 use super::{ErrorLog, Level};
 use crate::app::{AppIo, AppIoError};
+use crate::environ::Environ;
 use crate::error::{StartError, UsageError};
 use crate::response::{ResponseHead, StartResponse};
 
@@ -28,46 +29,78 @@ pub(crate) enum Outcome {
     Broken,
 }
 
+/// Whom a log line concerns: the request's environ while it is served, then only its label
+/// (`GET /path`), kept if Python objects of the request outlive it.
+enum Request {
+    Environ(Environ),
+    Label(String),
+}
+
+impl Request {
+    fn label(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Request::Environ(environ) => format!(
+                "{} {}{}",
+                environ.get("REQUEST_METHOD").unwrap_or_default(),
+                environ.get("SCRIPT_NAME").unwrap_or_default(),
+                environ.get("PATH_INFO").unwrap_or_default()
+            )
+            .into(),
+            Request::Label(label) => label.as_str().into(),
+        }
+    }
+}
+
 /// One request's connection and response state.
 pub(crate) struct Exchange {
     io: Mutex<Option<Box<dyn AppIo>>>,
     start: Mutex<StartResponse>,
     outcome: Mutex<Outcome>,
+    /// The declared Content-Length, once the body reached it and the connection dropped more.
+    overflow: Mutex<Option<u64>>,
     /// The request body not yet handed to the application, and whether it ended.
     pub(crate) input: Mutex<(Bytes, bool)>,
     /// `wsgi.errors` text not yet ending in a newline.
     pub(crate) errors: Mutex<String>,
     app: Arc<str>,
-    label: String,
+    /// Formatted into a label only when a line is logged: most requests log nothing.
+    request: Mutex<Request>,
     log: Arc<dyn ErrorLog>,
 }
 
 impl Exchange {
     pub(crate) fn new(
         io: Box<dyn AppIo>,
+        environ: Environ,
         app: &Arc<str>,
-        label: String,
         log: Arc<dyn ErrorLog>,
     ) -> Exchange {
         Exchange {
             io: Mutex::new(Some(io)),
             start: Mutex::new(StartResponse::new()),
             outcome: Mutex::new(Outcome::Open),
+            overflow: Mutex::new(None),
             input: Mutex::new((Bytes::new(), false)),
             errors: Mutex::new(String::new()),
             app: app.clone(),
-            label,
+            request: Mutex::new(Request::Environ(environ)),
             log,
         }
     }
 
     /// Logs `message` with the application and request it concerns.
     pub(crate) fn log(&self, level: Level, message: &str) {
-        self.log.log(level, &format!("{} [{}]: {message}", self.label, self.app));
+        let line = format!("{} [{}]: {message}", lock(&self.request).label(), self.app);
+        self.log.log(level, &line);
     }
 
     pub(crate) fn outcome(&self) -> Outcome {
         *lock(&self.outcome)
+    }
+
+    /// Returns the Content-Length the body was cut at, once more than it was sent.
+    pub(crate) fn overflowed(&self) -> Option<u64> {
+        *lock(&self.overflow)
     }
 
     /// Runs `f` on the connection with the GIL released.
@@ -89,6 +122,10 @@ impl Exchange {
             return Err(PyOSError::new_err("the response has already ended"));
         }
         let head = lock(&self.start).before_body(chunk).map_err(start_error)?;
+        if head.is_none() && chunk.is_empty() {
+            // Nothing to send; before the head, an empty body write would be a usage error.
+            return Ok(());
+        }
         let sent = self.with_io(py, |io| {
             if let Some(head) = &head {
                 io.send_head(head)?;
@@ -103,13 +140,8 @@ impl Exchange {
         match result {
             Ok(()) => Ok(()),
             Err(AppIoError::Usage(UsageError::BodyTooLong { declared })) => {
-                self.log(
-                    Level::Warning,
-                    &format!(
-                        "application sent more body than its Content-Length of {declared}; \
-                         the excess was dropped"
-                    ),
-                );
+                // The body is complete; what to tell the application is the caller's call.
+                *lock(&self.overflow) = Some(declared);
                 Ok(())
             }
             Err(e) => {
@@ -124,8 +156,17 @@ impl Exchange {
         if self.outcome() != Outcome::Open {
             return;
         }
-        let head = match lock(&self.start).before_end() {
+        // Bound first: the guard must not live into `fail`, which takes the lock again.
+        let head = lock(&self.start).before_end();
+        let head = match head {
             Ok(head) => head,
+            Err(StartError::NotCalled) => {
+                return self.fail(
+                    py,
+                    "application returned without calling start_response()",
+                    None,
+                );
+            }
             Err(e) => return self.fail(py, &e.to_string(), None),
         };
         let ended = self.with_io(py, |io| {
@@ -134,6 +175,45 @@ impl Exchange {
             }
             io.send_end()
         });
+        self.record_end(ended);
+    }
+
+    /// Sends a whole body of one non-empty `chunk`: the head, the chunk and the end in one call
+    /// on the connection. The same as [`send_chunk`](Self::send_chunk) then
+    /// [`finish`](Self::finish), releasing the GIL once instead of twice.
+    pub(crate) fn send_whole(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<()> {
+        if self.outcome() != Outcome::Open {
+            return Err(PyOSError::new_err("the response has already ended"));
+        }
+        let head = lock(&self.start).before_body(chunk).map_err(start_error)?;
+        if head.is_none() && chunk.is_empty() {
+            // Nothing to send; before the head, an empty body write would be a usage error.
+            return Ok(());
+        }
+        let sent = self.with_io(py, |io| {
+            if let Some(head) = &head {
+                io.send_head(head)?;
+            }
+            let body = io.send_body(chunk);
+            match body {
+                // As after send_chunk: the excess is dropped (and logged), the response ends.
+                Ok(()) | Err(AppIoError::Usage(UsageError::BodyTooLong { .. })) => {
+                    Ok((body, io.send_end()))
+                }
+                Err(e) => Err(e),
+            }
+        });
+        let (body, ended) = match sent {
+            Ok(results) => results,
+            Err(e) => return self.io_result(Err(e)),
+        };
+        self.io_result(body)?;
+        self.record_end(ended);
+        Ok(())
+    }
+
+    /// Records how sending the end went.
+    fn record_end(&self, ended: Result<(), AppIoError>) {
         match ended {
             Ok(()) => *lock(&self.outcome) = Outcome::Finished,
             Err(AppIoError::Usage(UsageError::BodyTooShort { declared, sent })) => {
@@ -190,8 +270,19 @@ impl Exchange {
         *lock(&self.outcome) = if sent.is_ok() { Outcome::Finished } else { Outcome::Broken };
     }
 
-    /// Releases the connection: later calls through lingering Python objects see it gone.
-    pub(crate) fn release(&self) -> Option<Box<dyn AppIo>> {
+    /// Releases the connection: later calls through lingering Python objects see it gone. The
+    /// environ goes too; its label stays if such objects exist (they may still log).
+    pub(crate) fn release(self: &Arc<Self>) -> Option<Box<dyn AppIo>> {
+        {
+            let mut request = lock(&self.request);
+            if let Request::Environ(_) = &*request {
+                let label = match Arc::strong_count(self) {
+                    1 => String::new(),
+                    _ => request.label().into_owned(),
+                };
+                *request = Request::Label(label);
+            }
+        }
         lock(&self.io).take()
     }
 
@@ -206,9 +297,12 @@ fn start_error(e: StartError) -> PyErr {
 
 /// Formats an exception with its traceback, as Python prints it.
 pub(crate) fn format_exception(py: Python<'_>, e: &PyErr) -> String {
+    // The three-argument form: before 3.12 a fetched error keeps its traceback beside the
+    // exception object, not in its `__traceback__`.
+    let args = (e.get_type(py), e.value(py), e.traceback(py));
     let formatted = py
         .import("traceback")
-        .and_then(|tb| tb.call_method1("format_exception", (e.value(py),)))
+        .and_then(|tb| tb.call_method1("format_exception", args))
         .and_then(|lines| lines.extract::<Vec<String>>());
     match formatted {
         Ok(lines) => lines.concat().trim_end().to_owned(),
@@ -304,9 +398,13 @@ impl StartResponseFn {
         let mut pairs = Vec::with_capacity(list.len());
         for (i, item) in list.iter().enumerate() {
             let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+                let found = match item.cast::<PyTuple>() {
+                    Ok(t) => format!("a tuple of {}", t.len()),
+                    Err(_) => type_name(&item),
+                };
                 PyTypeError::new_err(format!(
-                    "start_response() header #{i} must be a (name, value) tuple of two str, not {}",
-                    type_name(&item)
+                    "start_response() header #{i} must be a (name, value) tuple of two str, \
+                     not {found}"
                 ))
             })?;
             let name = pair.get_item(0)?;
@@ -379,6 +477,13 @@ impl WriteFn {
                 }
             )));
         };
-        self.exchange.send_chunk(py, chunk.as_bytes())
+        self.exchange.send_chunk(py, chunk.as_bytes())?;
+        match self.exchange.overflowed() {
+            // PEP 3333: an error for writing past the Content-Length.
+            Some(declared) => Err(PyValueError::new_err(format!(
+                "write() past the response's Content-Length of {declared}; the excess was not sent"
+            ))),
+            None => Ok(()),
+        }
     }
 }

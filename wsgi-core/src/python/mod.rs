@@ -1,25 +1,29 @@
 //! The pyo3 bridge: calls any PEP 3333 application from an app thread (feature `python`).
 //!
-//! The rules live in plain Rust ([`Environ`], [`ResponseHead::from_wsgi`],
+//! The rules live in plain Rust ([`Environ`](crate::Environ),
+//! [`ResponseHead::from_wsgi`](crate::ResponseHead::from_wsgi),
 //! [`StartResponse`](crate::StartResponse)); this module copies the environ into a dict, wraps
 //! the core types in small Python objects and walks the result iterable.
 //!
 //! Threads: [`PyApplication::serve`] attaches its thread to the interpreter once and detaches
 //! around every blocking wait: the next job, reading `wsgi.input`, sending to a slow client.
 
+mod dict;
 mod exchange;
 mod input;
 mod load;
 mod result;
+mod strings;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 
 use crate::app::{Application, Job, JobSource};
-use crate::environ::{CgiKey, EnvKey, Environ, Scheme};
+use crate::environ::CgiKey;
 
 pub use load::{AppSpec, LoadError};
 
@@ -97,8 +101,12 @@ struct Consts {
     template: Py<PyDict>,
     /// One interned key per [`CgiKey`], by [`CgiKey::index`].
     cgi_keys: Vec<Py<PyString>>,
+    /// The interned `HTTP_*` keys of the common request headers.
+    header_keys: strings::HeaderKeys,
     http: Py<PyString>,
     https: Py<PyString>,
+    /// Tells this application's per-thread environ shapes from another's.
+    id: u64,
 }
 
 /// A Python WSGI application, callable from any app thread.
@@ -158,6 +166,7 @@ impl PyApplication {
         template.set_item("SERVER_SOFTWARE", options.server_software.as_str())?;
         let cgi_keys =
             CgiKey::ALL.iter().map(|k| PyString::intern(py, k.as_str()).unbind()).collect();
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Ok(PyApplication {
             app: app.unbind(),
             name: Arc::from(name),
@@ -165,8 +174,10 @@ impl PyApplication {
             consts: Consts {
                 template: template.unbind(),
                 cgi_keys,
+                header_keys: strings::HeaderKeys::new(py),
                 http: PyString::intern(py, "http").unbind(),
                 https: PyString::intern(py, "https").unbind(),
+                id: IDS.fetch_add(1, Ordering::Relaxed),
             },
         })
     }
@@ -174,46 +185,17 @@ impl PyApplication {
     /// Serves one job on this thread, which must be attached to the interpreter.
     pub fn call(&self, py: Python<'_>, job: Job) {
         let Job { environ, io } = job;
-        let label = format!(
-            "{} {}{}",
-            environ.get("REQUEST_METHOD").unwrap_or_default(),
-            environ.get("SCRIPT_NAME").unwrap_or_default(),
-            environ.get("PATH_INFO").unwrap_or_default()
-        );
-        let exchange = Arc::new(Exchange::new(io, &self.name, label, self.options.log.clone()));
-        match self.environ_dict(py, &environ, &exchange) {
+        // The dict borrows the environ; the exchange then keeps it, for the log label (formatted
+        // only when a line is logged).
+        let dict = self.environ_dict(py, &environ);
+        let exchange = Arc::new(Exchange::new(io, environ, &self.name, self.options.log.clone()));
+        match dict.and_then(|dict| self.add_streams(py, &dict, &exchange).map(|()| dict)) {
             Ok(dict) => result::run(py, self.app.bind(py), dict, &exchange),
             Err(e) => exchange.fail(py, "building the environ failed", Some(e)),
         }
-    }
-
-    /// Builds the environ dict: the constant template, the CGI and `HTTP_*` variables, and
-    /// this request's `wsgi.input`, `wsgi.errors` and `wsgi.url_scheme`.
-    fn environ_dict<'py>(
-        &self,
-        py: Python<'py>,
-        environ: &Environ,
-        exchange: &Arc<Exchange>,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        let dict = self.consts.template.bind(py).copy()?;
-        for (key, value) in environ.entries() {
-            let value = PyString::new(py, value);
-            match key {
-                EnvKey::Cgi(k) => match self.consts.cgi_keys.get(k.index()) {
-                    Some(key) => dict.set_item(key.bind(py), value)?,
-                    None => dict.set_item(k.as_str(), value)?,
-                },
-                EnvKey::Http(k) => dict.set_item(PyString::intern(py, k), value)?,
-            }
-        }
-        let scheme = match environ.scheme() {
-            Scheme::Http => &self.consts.http,
-            Scheme::Https => &self.consts.https,
-        };
-        dict.set_item(pyo3::intern!(py, "wsgi.url_scheme"), scheme.bind(py))?;
-        dict.set_item(pyo3::intern!(py, "wsgi.input"), input::WsgiInput::new(py, exchange)?)?;
-        dict.set_item(pyo3::intern!(py, "wsgi.errors"), input::WsgiErrors::new(py, exchange)?)?;
-        Ok(dict)
+        // After the dict is gone (unless the application kept it or its streams, whose late log
+        // lines then need the label).
+        exchange.release();
     }
 }
 

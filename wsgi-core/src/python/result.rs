@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::Level;
 use super::exchange::{Exchange, Outcome, StartResponseFn, chunk_of, not_bytes_message, type_name};
 
 /// Calls `app(environ, start_response)` and sends what it returns. `close()` is called on the
-/// result exactly once, whatever happens; the connection is released at the end.
+/// result exactly once, whatever happens. The caller releases the connection afterwards.
 pub(crate) fn run(
     py: Python<'_>,
     app: &Bound<'_, PyAny>,
@@ -24,17 +24,22 @@ pub(crate) fn run(
     match app.call1((environ, start_response)) {
         Ok(result) => {
             send_result(py, &result, exchange);
+            // The response ends before close(): a close() that fails (it only releases the
+            // application's resources) is logged, and cannot spoil a response already whole.
+            exchange.finish(py);
             close(py, &result, exchange);
         }
         Err(e) => exchange.fail(py, "application raised an exception", Some(e)),
     }
-    exchange.finish(py);
-    exchange.release();
 }
 
 fn close(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) {
-    // A result without close() has nothing to release.
-    if let Ok(close) = result.getattr(pyo3::intern!(py, "close")) {
+    // A result without close() has nothing to release. Lists and tuples (most results) have
+    // none: skip the lookup, whose miss builds and discards an AttributeError.
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        return;
+    }
+    if let Ok(Some(close)) = result.getattr_opt(pyo3::intern!(py, "close")) {
         if let Err(e) = close.call0() {
             exchange.fail(py, "the result's close() raised an exception", Some(e));
         }
@@ -56,9 +61,35 @@ fn send_result(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) {
         _ => None,
     };
     if let Some(item) = single.as_ref().and_then(|i| i.cast::<PyBytes>().ok()) {
-        if let Some(head) = exchange.start().pending_head() {
-            head.set_content_length_if_absent(item.as_bytes().len() as u64);
+        let pending = match exchange.start().pending_head() {
+            Some(head) => {
+                head.set_content_length_if_absent(item.as_bytes().len() as u64);
+                true
+            }
+            None => false,
+        };
+        // An exact list or tuple has no close() and cannot change what follows: the head, the
+        // item and the end go to the connection at once.
+        let exact =
+            result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+        if pending && exact && !item.as_bytes().is_empty() {
+            if let Err(e) = exchange.send_whole(py, item.as_bytes()) {
+                send_failed(py, exchange, e);
+            }
+            return;
         }
+    }
+    // Iterable, but of ints or characters: the body itself instead of an iterable of bodies.
+    if result.is_instance_of::<PyString>() {
+        let what = "application returned str, not an iterable of bytes: return ['text'.encode()]";
+        return exchange.fail(py, what, None);
+    }
+    if chunk_of(result).is_some() {
+        let what = format!(
+            "application returned {}, not an iterable of bytes: return [body]",
+            type_name(result)
+        );
+        return exchange.fail(py, &what, None);
     }
     let iter = match result.try_iter() {
         Ok(iter) => iter,
@@ -80,13 +111,24 @@ fn send_result(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) {
             return exchange.fail(py, &not_bytes_message("application returned", &item), None);
         };
         if let Err(e) = exchange.send_chunk(py, chunk.as_bytes()) {
-            if exchange.outcome() == Outcome::Broken {
-                exchange.log(Level::Info, "client went away before the response ended");
-                return;
-            }
-            return exchange.fail(py, "sending the response failed", Some(e));
+            return send_failed(py, exchange, e);
+        }
+        if exchange.overflowed().is_some() {
+            // PEP 3333: stop iterating once the Content-Length is sent (a file_wrapper serving
+            // a range of its file, say); the connection dropped the excess.
+            return;
         }
     }
+}
+
+/// Ends the response after sending failed: a client that went away is routine, anything else a
+/// failure.
+fn send_failed(py: Python<'_>, exchange: &Exchange, e: PyErr) {
+    if exchange.outcome() == Outcome::Broken {
+        exchange.log(Level::Info, "client went away before the response ended");
+        return;
+    }
+    exchange.fail(py, "sending the response failed", Some(e));
 }
 
 /// Sends a file-backed `wsgi.file_wrapper` with the driver's zero-copy path. Returns
@@ -106,11 +148,13 @@ fn send_file(py: Python<'_>, wrapper: &FileWrapper, exchange: &Exchange) -> PyRe
     if !meta.is_file() {
         return Ok(false);
     }
-    let len = meta.len().saturating_sub(offset);
+    let mut len = meta.len().saturating_sub(offset);
     let head = {
         let mut start = exchange.start();
         if let Some(head) = start.pending_head() {
             head.set_content_length_if_absent(len);
+            // Never more than the application's own Content-Length (a range of the file).
+            len = head.content_length().map_or(len, |declared| declared.min(len));
         }
         match start.before_body(b"file") {
             Ok(head) => head,
