@@ -6,6 +6,7 @@
 //! ```
 
 mod logs;
+mod supervisor;
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -43,7 +44,13 @@ struct Cli {
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", default_value = "127.0.0.1:8000")]
     bind: Vec<String>,
 
-    /// App threads: requests handled at once. Idle keep-alive connections hold no thread.
+    /// Worker processes, each with its own interpreter, sharing the listening sockets. A worker
+    /// that dies is replaced; SIGHUP replaces them all without refusing a connection.
+    #[arg(short = 'w', long, value_name = "INT", default_value_t = 1)]
+    workers: usize,
+
+    /// App threads per worker: requests handled at once. Idle keep-alive connections hold no
+    /// thread.
     #[arg(long, value_name = "INT", default_value_t = 1)]
     threads: usize,
 
@@ -116,27 +123,61 @@ fn run(cli: Cli) -> Result<(), String> {
         LineLog::open(&cli.error_logfile, cli.log_level)
             .map_err(|e| format!("cannot open the error log {:?}: {e}", cli.error_logfile))?,
     );
+    if std::env::var_os(supervisor::WORKER_ENV).is_some() {
+        return worker(&cli, &log);
+    }
+    let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
+    let addresses: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    let workers = cli.workers.max(1);
+    let threads = cli.threads.max(1);
+    log.info(&format!(
+        "serving {} on {} (runtime {}, {workers} worker{}, {threads} thread{} each)",
+        cli.app.as_deref().unwrap_or("the built-in hello app"),
+        addresses.join(", "),
+        cli.runtime,
+        if workers > 1 { "s" } else { "" },
+        if threads > 1 { "s" } else { "" },
+    ));
+    let sockets = listeners
+        .into_iter()
+        .map(|l| match l {
+            Listener::Tcp(l) => l.into(),
+            Listener::Unix(l, _) => l.into(),
+        })
+        .collect();
+    supervisor::supervise(workers, sockets, Duration::from_secs(cli.graceful_timeout), &log)
+}
+
+/// A worker process: takes the sockets its supervisor mapped in, loads the application and
+/// serves until SIGTERM or SIGINT.
+fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
+    let listeners = inherited_listeners(cli)?;
     if let Some(dir) = &cli.chdir {
         std::env::set_current_dir(dir)
             .map_err(|e| format!("cannot change to {}: {e}", dir.display()))?;
     }
-    let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
-
     let options = PyOptions {
         multithread: cli.threads > 1,
-        multiprocess: false,
+        multiprocess: cli.workers > 1,
         server_software: concat!("wsgi-serve/", env!("CARGO_PKG_VERSION")).to_owned(),
         log: log.clone(),
     };
-    let (app, name) = match &cli.app {
+    let loaded = match &cli.app {
         Some(target) => {
             let mut spec = AppSpec::new(target);
             for dir in &cli.pythonpath {
                 spec = spec.with_python_path(dir);
             }
-            (PyApplication::load(&spec, options).map_err(|e| e.to_string())?, target.clone())
+            PyApplication::load(&spec, options).map_err(|e| e.to_string())
         }
-        None => (hello_app(options)?, "the built-in hello app".to_owned()),
+        None => hello_app(options),
+    };
+    let app = match loaded {
+        Ok(app) => app,
+        Err(message) => {
+            eprintln!("wsgi-serve: {message}");
+            std::process::exit(supervisor::BOOT_ERROR);
+        }
     };
 
     let mut core = Config::default();
@@ -158,32 +199,41 @@ fn run(cli: Cli) -> Result<(), String> {
         config.access_log = Some(Arc::new(move |record| file.write(record)));
     }
 
-    let addresses: Vec<String> = listeners.iter().map(Listener::describe).collect();
-    let server = adapter_std::start(app, listeners, config).map_err(|e| e.to_string())?;
-    log.info(&format!(
-        "serving {name} on {} (runtime {}, 1 worker, {} thread{})",
-        addresses.join(", "),
-        cli.runtime,
-        cli.threads.max(1),
-        if cli.threads > 1 { "s" } else { "" }
-    ));
-
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| format!("cannot handle signals: {e}"))?;
-    if let Some(signal) = signals.forever().next() {
-        let name = if signal == signal_hook::consts::SIGINT { "SIGINT" } else { "SIGTERM" };
-        log.info(&format!(
-            "{name}: stopping; requests in flight have {}s to finish",
-            cli.graceful_timeout
-        ));
-    }
+    let server = adapter_std::start(app, listeners, config).map_err(|e| e.to_string())?;
+    let _ = signals.forever().next();
     server.handle().shutdown();
     server.join(Duration::from_secs(cli.graceful_timeout));
-    log.info("stopped");
     Ok(())
+}
+
+/// The listening sockets the supervisor mapped in (`LISTEN_FDS`), in `--bind` order.
+fn inherited_listeners(cli: &Cli) -> Result<Vec<Listener>, String> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut listeners = Vec::with_capacity(fds.len());
+    for i in 0..fds.len() {
+        let listener = match fds.take_tcp_listener(i) {
+            Ok(Some(l)) => Listener::Tcp(l),
+            _ => match fds.take_unix_listener(i) {
+                Ok(Some(l)) => {
+                    let path = cli.bind.get(i).and_then(|b| b.strip_prefix("unix:")).unwrap_or("");
+                    Listener::Unix(l, PathBuf::from(path))
+                }
+                _ => {
+                    return Err(format!("inherited descriptor {} is not a listening socket", i + 3));
+                }
+            },
+        };
+        listeners.push(listener);
+    }
+    if listeners.is_empty() {
+        return Err("no listening sockets were passed to this worker".to_owned());
+    }
+    Ok(listeners)
 }
 
 /// Parses and binds one `--bind` value.

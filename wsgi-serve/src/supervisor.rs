@@ -1,0 +1,171 @@
+//! The pre-fork supervisor: binds the listeners once, runs `--workers` worker processes that
+//! share them, and keeps that many running.
+//!
+//! Workers are this same binary, re-executed with [`WORKER_ENV`] set and the listening sockets
+//! mapped to descriptors 3, 4, … (the systemd `LISTEN_FDS` protocol). Each worker embeds its own
+//! interpreter. Signals:
+//! - a worker that exits unexpectedly is replaced; one that cannot load the application exits
+//!   with [`BOOT_ERROR`], and then the supervisor stops everything instead of looping;
+//! - SIGTERM/SIGINT: every worker stops accepting and finishes its requests in flight within
+//!   `--graceful-timeout` (then it is killed); the supervisor exits when they are gone;
+//! - SIGHUP: a new set of workers starts, and the old ones stop gracefully. The listening
+//!   sockets stay open throughout, so no connection is refused.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use rustix::process::{Pid, Signal, kill_process};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::logs::LineLog;
+
+/// Set in a worker's environment.
+pub(crate) const WORKER_ENV: &str = "WSGI_SERVE_WORKER";
+
+/// A worker's exit code when the application cannot be loaded (as gunicorn's).
+pub(crate) const BOOT_ERROR: i32 = 3;
+
+struct Worker {
+    child: Child,
+    /// Stopping on purpose (SIGHUP replacement or shutdown): its exit is not a failure.
+    retiring: bool,
+}
+
+impl Worker {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, signal: Signal) {
+        let _ = kill_process(Pid::from_child(&self.child), signal);
+    }
+}
+
+/// Runs `count` workers on `sockets` until SIGTERM or SIGINT.
+pub(crate) fn supervise(
+    count: usize,
+    sockets: Vec<OwnedFd>,
+    graceful: Duration,
+    log: &LineLog,
+) -> Result<(), String> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let spawn = |log: &LineLog| -> Result<Worker, String> {
+        let child =
+            spawn_worker(&args, &sockets).map_err(|e| format!("cannot start a worker: {e}"))?;
+        log.info(&format!("booting worker with pid {}", child.id()));
+        Ok(Worker { child, retiring: false })
+    };
+    let mut workers = Vec::with_capacity(count);
+    for _ in 0..count {
+        workers.push(spawn(log)?);
+    }
+    let mut failure = None;
+    'signals: for signal in signals.forever() {
+        match signal {
+            SIGCHLD => {
+                let mut replace = 0;
+                workers.retain_mut(|w| match w.child.try_wait() {
+                    Ok(None) => true,
+                    Ok(Some(status)) => {
+                        if !w.retiring {
+                            if status.code() == Some(BOOT_ERROR) {
+                                failure =
+                                    Some("a worker could not load the application".to_owned());
+                            } else {
+                                log.info(&format!(
+                                    "worker {} exited ({}); starting a replacement",
+                                    w.pid(),
+                                    describe(status)
+                                ));
+                                replace += 1;
+                            }
+                        }
+                        false
+                    }
+                    Err(_) => false,
+                });
+                if failure.is_some() {
+                    break 'signals;
+                }
+                for _ in 0..replace {
+                    workers.push(spawn(log)?);
+                }
+            }
+            SIGHUP => {
+                log.info("SIGHUP: starting new workers, stopping the old ones gracefully");
+                for w in &mut workers {
+                    w.retiring = true;
+                    w.signal(Signal::TERM);
+                }
+                for _ in 0..count {
+                    workers.push(spawn(log)?);
+                }
+            }
+            _ => {
+                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                log.info(&format!(
+                    "{name}: stopping; requests in flight have {}s to finish",
+                    graceful.as_secs()
+                ));
+                break 'signals;
+            }
+        }
+    }
+    stop(workers, graceful, log);
+    match failure {
+        Some(reason) => Err(reason),
+        None => {
+            log.info("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Asks every worker to stop, waits up to `graceful` (plus a second), then kills the rest.
+fn stop(mut workers: Vec<Worker>, graceful: Duration, log: &LineLog) {
+    for w in &mut workers {
+        w.retiring = true;
+        w.signal(Signal::TERM);
+    }
+    let deadline = Instant::now() + graceful + Duration::from_secs(1);
+    while !workers.is_empty() && Instant::now() < deadline {
+        workers.retain_mut(|w| matches!(w.child.try_wait(), Ok(None)));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for mut w in workers {
+        log.info(&format!("worker {} did not stop in time; killing it", w.pid()));
+        let _ = w.child.kill();
+        let _ = w.child.wait();
+    }
+}
+
+fn spawn_worker(args: &[OsString], sockets: &[OwnedFd]) -> std::io::Result<Child> {
+    let mut mappings = Vec::with_capacity(sockets.len());
+    for (i, fd) in sockets.iter().enumerate() {
+        mappings.push(FdMapping { parent_fd: fd.try_clone()?, child_fd: 3 + i as i32 });
+    }
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(args)
+        .env(WORKER_ENV, "1")
+        .env("LISTEN_FDS", sockets.len().to_string())
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS_FIRST_FD");
+    command.fd_mappings(mappings).map_err(|_| std::io::Error::other("descriptor collision"))?;
+    command.spawn()
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
