@@ -248,16 +248,7 @@ impl Connection {
         self.state.apply(Input::ResponseHead { encoder, buffered: !self.buf.is_empty() });
 
         head.write_status_and_fields(out);
-        if let (Some(date), false) = (&self.date, head.has_date()) {
-            out.extend_from_slice(b"Date: ");
-            out.extend_from_slice(date.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        if let (Some(server), false) = (self.config.server_header(), head.has_server()) {
-            out.extend_from_slice(b"Server: ");
-            out.extend_from_slice(server);
-            out.extend_from_slice(b"\r\n");
-        }
+        self.write_server_fields(head, out);
         if framing == crate::framing::ResponseBody::Chunked {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
@@ -303,6 +294,20 @@ impl Connection {
         result
     }
 
+    /// Appends `Date` and `Server`, each unless the head has its own.
+    fn write_server_fields(&self, head: &ResponseHead, out: &mut Vec<u8>) {
+        if let (Some(date), false) = (&self.date, head.has_date()) {
+            out.extend_from_slice(b"Date: ");
+            out.extend_from_slice(date.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let (Some(server), false) = (self.config.server_header(), head.has_server()) {
+            out.extend_from_slice(b"Server: ");
+            out.extend_from_slice(server);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
     fn not_sending(write: &Write) -> UsageError {
         match write {
             Write::Idle => UsageError::NoRequest,
@@ -329,16 +334,7 @@ impl Connection {
             body.push(b'\n');
             let head = ResponseHead::plain_text(error.status(), error.reason(), body.len() as u64);
             head.write_status_and_fields(out);
-            if let Some(date) = &self.date {
-                out.extend_from_slice(b"Date: ");
-                out.extend_from_slice(date.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            if let Some(server) = self.config.server_header() {
-                out.extend_from_slice(b"Server: ");
-                out.extend_from_slice(server);
-                out.extend_from_slice(b"\r\n");
-            }
+            self.write_server_fields(&head, out);
             out.extend_from_slice(b"Connection: close\r\n\r\n");
             out.extend_from_slice(&body);
         }
