@@ -224,7 +224,10 @@ fn inherited_listeners(cli: &Cli) -> Result<Vec<Listener>, String> {
                     Listener::Unix(l, PathBuf::from(path))
                 }
                 _ => {
-                    return Err(format!("inherited descriptor {} is not a listening socket", i + 3));
+                    return Err(format!(
+                        "inherited descriptor {} is not a listening socket",
+                        i + 3
+                    ));
                 }
             },
         };
