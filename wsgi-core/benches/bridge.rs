@@ -6,6 +6,10 @@
 //!   discards the response (counting its bytes) and run it through `PyApplication::call`, the
 //!   thread attached to the interpreter once for the whole run (the attach-once model of
 //!   `Application::serve`).
+//! - `bridge/hello_varied`: the same, cycling through 1024 requests that differ in path, query,
+//!   `User-Agent` and `Cookie` (values the bridge's per-thread caches have not seen).
+//! - `bridge/hello_cold`: as `hello_varied`, the header fields also in 8 orders in turn: more
+//!   environ shapes than the bridge keeps per thread, so every request builds its dict anew.
 //! - `bridge/environ_clone`: the clone alone, to see what the `Job` itself costs.
 //! - Python loops, timed inside Python with `time.perf_counter_ns` over N requests:
 //!   - `python_prebuilt`: the environ built as a dict display of the constant `wsgi.*` entries,

@@ -1,16 +1,18 @@
 //! The environ dict, copied from a per-thread dict of the same shape.
 //!
 //! Inserting some 35 entries one by one into a new dict (growing it twice on the way) is most of
-//! the bridge's work per request, yet consecutive requests mostly have the same header names in
-//! the same order, and many of the same values. So each app thread keeps a private dict, its
-//! *shape*: the constant entries, `wsgi.url_scheme`, the previous request's CGI and `HTTP_*`
-//! entries, and `wsgi.input`/`wsgi.errors` set to `None`. A request whose entries have the same
-//! keys in the same order updates the values that differ in the shape, then gets a `copy()` of
-//! it (CPython copies a dict's key table in one piece); any other request rebuilds the shape.
+//! the bridge's work per request, yet requests mostly come in a few kinds, each with the same
+//! header names in the same order and many of the same values. So each app thread keeps a few
+//! private dicts, its *shapes* (most recently used first): the constant entries,
+//! `wsgi.url_scheme`, the CGI and `HTTP_*` entries of the last request of that kind, and
+//! `wsgi.input`/`wsgi.errors` set to `None`, with a record of their texts. A request whose
+//! entries have a shape's keys in the same order updates the values that differ in that shape,
+//! then gets a `copy()` of it (CPython copies a dict's key table in one piece); a request that
+//! matches no shape builds a new one, replacing the least recently used.
 //!
-//! The shape is never handed to Python code, so nothing but the bridge changes it. Its values
+//! Shapes are never handed to Python code, so nothing but the bridge changes them. Their values
 //! are immutable `str`s shared with the copies; credentials (`Cookie`, `Authorization`) are not
-//! kept in it: they are set in each copy only.
+//! kept in them: they are set in each copy only.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -77,30 +79,40 @@ impl PyApplication {
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        // The credentials, set in the copy only.
-        let mut secrets = Vec::new();
+        // The entries whose values the shape does not hold: changed ones, and credentials.
+        let mut pending = Vec::new();
+        let scheme = environ.scheme();
+        // The most recent shape straight from the environ (usually a match); the others, if it
+        // is not, against entries read once.
         let mut found = None;
-        for (i, shape) in shapes.iter_mut().enumerate() {
-            // A failed match leaves the shape consistent (its dict and its record agree).
-            secrets.clear();
-            if shape.app == self.consts.id && self.update(py, shape, environ, &mut secrets)? {
-                found = Some(i);
-                break;
+        if let Some(shape) = shapes.first_mut() {
+            if self.update(py, shape, scheme, environ.entries(), &mut pending)? {
+                found = Some(0);
             }
         }
-        let found = match found {
-            Some(i) => i,
-            None => {
-                secrets.clear();
-                let recycled = if shapes.len() >= SHAPES { shapes.pop() } else { None };
-                shapes.push(self.new_shape(py, environ, &mut secrets, recycled)?);
-                shapes.len() - 1
+        if found.is_none() {
+            let entries: Vec<(EnvKey<'_>, &str)> = environ.entries().collect();
+            for (i, shape) in shapes.iter_mut().enumerate().skip(1) {
+                if self.update(py, shape, scheme, entries.iter().copied(), &mut pending)? {
+                    found = Some(i);
+                    break;
+                }
             }
-        };
+            if found.is_none() {
+                pending.clear();
+                let recycled = if shapes.len() >= SHAPES { shapes.pop() } else { None };
+                shapes.push(self.new_shape(py, scheme, &entries, &mut pending, recycled)?);
+                found = Some(shapes.len() - 1);
+            }
+        }
+        let found = found.unwrap_or_default();
         shapes[..=found].rotate_right(1);
-        let dict = shapes[0].dict.bind(py).copy()?;
-        for (key, text) in secrets {
-            dict.set_item(self.key(py, key), PyString::new(py, text))?;
+        let shape = &shapes[0];
+        let dict = shape.dict.bind(py).copy()?;
+        for &(i, key, text) in &pending {
+            if shape.entries.get(i).is_some_and(|entry| entry.value.is_none()) {
+                dict.set_item(self.key(py, key), PyString::new(py, text))?;
+            }
         }
         let _ = THREAD_SHAPES.try_with(|slot| {
             if let Ok(mut slot) = slot.try_borrow_mut() {
@@ -110,28 +122,25 @@ impl PyApplication {
         Ok(dict)
     }
 
-    /// Updates `shape` to `environ`'s values if it has the same keys in the same order (and
-    /// scheme); `false` if not, the shape then being half updated.
+    /// Updates `shape` to the values of `entries` if it has the same keys in the same order;
+    /// `false` (the shape unchanged) if not. `pending` collects the entries whose values differ
+    /// from the shape's, and the credentials (set in the copy only).
     fn update<'e>(
         &self,
         py: Python<'_>,
         shape: &mut Shape,
-        environ: &'e Environ,
-        secrets: &mut Vec<(EnvKey<'e>, &'e str)>,
+        scheme: Scheme,
+        entries: impl ExactSizeIterator<Item = (EnvKey<'e>, &'e str)>,
+        pending: &mut Vec<(usize, EnvKey<'e>, &'e str)>,
     ) -> PyResult<bool> {
-        if shape.entries.len() != environ.len() {
-            return Ok(false);
+        if shape.app != self.consts.id
+            || shape.entries.len() != entries.len()
+            || shape.text.len() > MAX_TEXT
+        {
+            return Ok(false); // an arena grown too large is rebuilt compact
         }
-        if shape.text.len() > MAX_TEXT {
-            return Ok(false); // rebuilt with a compact arena
-        }
-        let dict = shape.dict.bind(py);
-        if shape.scheme != environ.scheme() {
-            dict.set_item(pyo3::intern!(py, "wsgi.url_scheme"), self.scheme(py, environ.scheme()))?;
-            shape.scheme = environ.scheme();
-        }
-        for (i, (key, text)) in environ.entries().enumerate() {
-            let Some(entry) = shape.entries.get(i).copied() else { return Ok(false) };
+        pending.clear();
+        for (i, (entry, (key, text))) in shape.entries.iter().zip(entries).enumerate() {
             let same_key = match (key, entry.key) {
                 (EnvKey::Cgi(a), RecordedKey::Cgi(b)) => a == b,
                 (EnvKey::Http(h), RecordedKey::Http(a, b)) => shape.text.get(a..b) == Some(h),
@@ -140,41 +149,49 @@ impl PyApplication {
             if !same_key {
                 return Ok(false);
             }
-            let Some((a, b)) = entry.value else {
-                secrets.push((key, text)); // a credential: set in the copy only
-                continue;
-            };
-            if shape.text.get(a..b) == Some(text) {
-                continue;
+            match entry.value {
+                Some((a, b)) if shape.text.get(a..b) == Some(text) => {}
+                _ => pending.push((i, key, text)),
+            }
+        }
+        // The same keys: now the shape takes the new values.
+        let dict = shape.dict.bind(py);
+        if shape.scheme != scheme {
+            dict.set_item(pyo3::intern!(py, "wsgi.url_scheme"), self.scheme(py, scheme))?;
+            shape.scheme = scheme;
+        }
+        for &(i, key, text) in pending.iter() {
+            let Some(entry) = shape.entries.get_mut(i) else { continue };
+            if entry.value.is_none() {
+                continue; // a credential: set in the copy only
             }
             dict.set_item(self.key(py, key), strings::value(py, text, false))?;
-            let span = push_text(&mut shape.text, text);
-            if let Some(entry) = shape.entries.get_mut(i) {
-                entry.value = Some(span);
-            }
+            entry.value = Some(push_text(&mut shape.text, text));
         }
         Ok(true)
     }
 
-    /// Builds a shape for `environ`, in the buffers of a `recycled` one.
+    /// Builds a shape for `entries`, in the buffers of a `recycled` one. `pending` collects the
+    /// credentials.
     fn new_shape<'e>(
         &self,
         py: Python<'_>,
-        environ: &'e Environ,
-        secrets: &mut Vec<(EnvKey<'e>, &'e str)>,
+        scheme: Scheme,
+        entries: &[(EnvKey<'e>, &'e str)],
+        pending: &mut Vec<(usize, EnvKey<'e>, &'e str)>,
         recycled: Option<Shape>,
     ) -> PyResult<Shape> {
-        let (mut entries, mut text) = match recycled {
+        let (mut recorded, mut text) = match recycled {
             Some(Shape { entries, text, .. }) => (entries, text),
-            None => (Vec::with_capacity(environ.len()), String::with_capacity(1024)),
+            None => (Vec::with_capacity(entries.len()), String::with_capacity(1024)),
         };
-        entries.clear();
+        recorded.clear();
         text.clear();
         let dict = self.consts.template.bind(py).copy()?;
-        dict.set_item(pyo3::intern!(py, "wsgi.url_scheme"), self.scheme(py, environ.scheme()))?;
+        dict.set_item(pyo3::intern!(py, "wsgi.url_scheme"), self.scheme(py, scheme))?;
         let mut previous: Option<(&str, Bound<'_, PyString>)> = None;
-        for (key, value) in environ.entries() {
-            let recorded = match key {
+        for (i, &(key, value)) in entries.iter().enumerate() {
+            let recorded_key = match key {
                 EnvKey::Cgi(k) => RecordedKey::Cgi(k),
                 EnvKey::Http(k) => {
                     let (a, b) = push_text(&mut text, k);
@@ -183,8 +200,8 @@ impl PyApplication {
             };
             if is_secret(key) {
                 dict.set_item(self.key(py, key), py.None())?; // holds its place in the order
-                entries.push(Entry { key: recorded, value: None });
-                secrets.push((key, value));
+                recorded.push(Entry { key: recorded_key, value: None });
+                pending.push((i, key, value));
                 continue;
             }
             // RAW_URI and REQUEST_URI are one slice of the environ: one str.
@@ -193,19 +210,13 @@ impl PyApplication {
                 _ => strings::value(py, value, false),
             };
             dict.set_item(self.key(py, key), &object)?;
-            entries.push(Entry { key: recorded, value: Some(push_text(&mut text, value)) });
+            recorded.push(Entry { key: recorded_key, value: Some(push_text(&mut text, value)) });
             previous = Some((value, object));
         }
         let none = py.None();
         dict.set_item(pyo3::intern!(py, "wsgi.input"), &none)?;
         dict.set_item(pyo3::intern!(py, "wsgi.errors"), &none)?;
-        Ok(Shape {
-            app: self.consts.id,
-            dict: dict.unbind(),
-            scheme: environ.scheme(),
-            entries,
-            text,
-        })
+        Ok(Shape { app: self.consts.id, dict: dict.unbind(), scheme, entries: recorded, text })
     }
 
     /// The key object of an environ key.

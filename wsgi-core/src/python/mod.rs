@@ -97,7 +97,7 @@ impl fmt::Debug for PyOptions {
 
 /// Python objects built once and reused for every request.
 struct Consts {
-    /// The constant part of every environ; each request starts from a copy.
+    /// The constant part of every environ; each environ shape (see `dict`) starts from a copy.
     template: Py<PyDict>,
     /// One interned key per [`CgiKey`], by [`CgiKey::index`].
     cgi_keys: Vec<Py<PyString>>,
