@@ -115,17 +115,20 @@ impl Exchange {
         })
     }
 
-    /// Sends `chunk` of body, the head first if it has not gone out (PEP 3333: the head goes
-    /// with the first non-empty chunk).
-    pub(crate) fn send_chunk(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<()> {
+    /// What must go out before `chunk`: `Some(head)` if the head is due with it (PEP 3333: the
+    /// head goes with the first non-empty chunk), `Some(None)` if it already went, and `None`
+    /// when there is nothing to send at all (an empty chunk before the head).
+    fn head_before(&self, chunk: &[u8]) -> PyResult<Option<Option<ResponseHead>>> {
         if self.outcome() != Outcome::Open {
             return Err(PyOSError::new_err("the response has already ended"));
         }
         let head = lock(&self.start).before_body(chunk).map_err(start_error)?;
-        if head.is_none() && chunk.is_empty() {
-            // Nothing to send; before the head, an empty body write would be a usage error.
-            return Ok(());
-        }
+        Ok((head.is_some() || !chunk.is_empty()).then_some(head))
+    }
+
+    /// Sends `chunk` of body, the head first if it has not gone out.
+    pub(crate) fn send_chunk(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<()> {
+        let Some(head) = self.head_before(chunk)? else { return Ok(()) };
         let sent = self.with_io(py, |io| {
             if let Some(head) = &head {
                 io.send_head(head)?;
@@ -182,14 +185,7 @@ impl Exchange {
     /// on the connection. The same as [`send_chunk`](Self::send_chunk) then
     /// [`finish`](Self::finish), releasing the GIL once instead of twice.
     pub(crate) fn send_whole(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<()> {
-        if self.outcome() != Outcome::Open {
-            return Err(PyOSError::new_err("the response has already ended"));
-        }
-        let head = lock(&self.start).before_body(chunk).map_err(start_error)?;
-        if head.is_none() && chunk.is_empty() {
-            // Nothing to send; before the head, an empty body write would be a usage error.
-            return Ok(());
-        }
+        let Some(head) = self.head_before(chunk)? else { return Ok(()) };
         let sent = self.with_io(py, |io| {
             if let Some(head) = &head {
                 io.send_head(head)?;
