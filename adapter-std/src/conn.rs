@@ -3,6 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -166,12 +167,21 @@ impl AppIo for StdIo {
         self.flush()?;
         let mut buf = Vec::new();
         loop {
-            let c = self.conn()?;
+            let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
             match c.conn.poll_event() {
                 Ok(Some(Event::Body(bytes))) => return Ok(Some(bytes)),
                 Ok(Some(Event::EndOfBody)) => return Ok(None),
                 Ok(Some(Event::Request(_) | Event::Closed)) => return Ok(None),
-                Err(e) => return Err(AppIoError::BadRequest(e)),
+                Err(e) => {
+                    // The client's fault: answer with the error's status (400, 413, ...) while
+                    // no head is out; the application's own response can then no longer go.
+                    c.conn.send_error(&e, &mut self.out);
+                    if let (Some(log), false) = (self.log.as_mut(), self.out.is_empty()) {
+                        log.status = e.status();
+                    }
+                    let _ = self.flush();
+                    return Err(AppIoError::BadRequest(e));
+                }
                 Ok(None) => {
                     if buf.is_empty() {
                         buf.resize(READ_CHUNK, 0);
@@ -188,8 +198,14 @@ impl AppIo for StdIo {
     }
 
     fn send_head(&mut self, head: &ResponseHead) -> Result<(), AppIoError> {
+        let shutting_down = self.shared.is_shutting_down();
         let mut out = std::mem::take(&mut self.out);
-        let sent = self.conn()?.conn.send_head(head, &mut out);
+        let c = self.conn()?;
+        if shutting_down {
+            // A request in flight when the shutdown began: its response says Connection: close.
+            c.conn.shutdown();
+        }
+        let sent = c.conn.send_head(head, &mut out);
         self.out = out;
         if let (Some(log), Ok(())) = (self.log.as_mut(), &sent) {
             log.status = head.status();
@@ -251,6 +267,8 @@ impl Drop for StdIo {
         }
         if c.conn.is_closed() {
             c.stream.shutdown();
+            // No longer busy: a graceful shutdown waits for this count to reach zero.
+            self.shared.busy.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         // A pipelined request may already be buffered: let an app thread look right away.
