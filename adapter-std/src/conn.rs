@@ -23,6 +23,9 @@ pub(crate) struct Conn {
     pub(crate) stream: Stream,
     pub(crate) conn: Connection,
     pub(crate) info: ServerInfo,
+    /// Requests this connection has carried. At shutdown an idle connection that carried none
+    /// may have its first request on the way and is given a moment; the others close at once.
+    pub(crate) requests: u64,
 }
 
 /// What an app thread found on a connection the poller said was readable.
@@ -64,6 +67,7 @@ impl Conn {
         loop {
             match self.conn.poll_event() {
                 Ok(Some(Event::Request(head))) => {
+                    self.requests += 1;
                     let environ = Environ::new(&head, &self.info);
                     let log =
                         shared.config.access_log.is_some().then(|| Box::new(Logged::new(&environ)));

@@ -300,6 +300,10 @@ fn app_thread<A: Application>(
 
 const WAKER: Token = Token(usize::MAX);
 
+/// How long, at shutdown, a connection that has sent nothing yet may take to send its first
+/// request.
+const FRESH_GRACE: Duration = Duration::from_secs(1);
+
 /// The poller thread: accepts, holds idle connections, enforces their deadlines.
 struct Poller {
     poll: Poll,
@@ -334,6 +338,7 @@ impl Poller {
     fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut listening = true;
+        let mut shutdown_started: Option<Instant> = None;
         loop {
             let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
             let timeout = if self.shared.is_shutting_down() {
@@ -373,13 +378,25 @@ impl Poller {
                         let _ = self.poll.registry().deregister(&mut SourceFd(&l.as_raw_fd()));
                     }
                 }
-                // Idle connections close now; busy ones close when their response ends.
-                for (_, c) in self.idle.drain() {
-                    c.stream.shutdown();
-                }
+                // Idle kept-alive connections close now, and busy ones when their response ends.
+                // A connection accepted just before the listeners stopped may have its first
+                // request on the way: it gets FRESH_GRACE to arrive and is then answered with
+                // `Connection: close` rather than dropped unanswered.
+                let now = Instant::now();
+                let fresh_until = *shutdown_started.get_or_insert(now) + FRESH_GRACE;
+                let registry = self.poll.registry();
+                self.idle.retain(|_, c| {
+                    let keep = c.requests == 0 && now < fresh_until;
+                    if !keep {
+                        let _ = registry.deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+                        c.stream.shutdown();
+                    }
+                    keep
+                });
                 let deadline = *self.grace_deadline.lock().unwrap_or_else(PoisonError::into_inner);
                 let busy = self.shared.busy.load(Ordering::Acquire);
-                if busy == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                let done = busy == 0 && self.idle.is_empty();
+                if done || deadline.is_some_and(|d| now >= d) {
                     return; // the caller then drops the stop sender, which ends the app threads
                 }
             }
@@ -399,7 +416,7 @@ impl Poller {
                         .with_scheme(config.scheme)
                         .with_root_path(&config.root_path);
                     let conn = Connection::new(config.core.clone(), Instant::now());
-                    self.add_idle(Conn { stream, conn, info });
+                    self.add_idle(Conn { stream, conn, info, requests: 0 });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -410,7 +427,7 @@ impl Poller {
     }
 
     fn add_idle(&mut self, c: Conn) {
-        if self.shared.is_shutting_down() {
+        if self.shared.is_shutting_down() && c.requests > 0 {
             c.stream.shutdown();
             return;
         }

@@ -152,6 +152,15 @@ fn run(cli: Cli) -> Result<(), String> {
 /// serves until SIGTERM or SIGINT.
 fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
     let listeners = inherited_listeners(cli)?;
+    // Both log files are opened before --chdir, so relative paths name files in the directory
+    // wsgi-serve was started in.
+    let access_log = match &cli.access_logfile {
+        Some(target) => Some(
+            AccessLogFile::open(target)
+                .map_err(|e| format!("cannot open the access log {target:?}: {e}"))?,
+        ),
+        None => None,
+    };
     if let Some(dir) = &cli.chdir {
         std::env::set_current_dir(dir)
             .map_err(|e| format!("cannot change to {}: {e}", dir.display()))?;
@@ -193,9 +202,7 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
     config.core = core;
     config.root_path = cli.root_path.clone();
     config.io_timeout = Duration::from_secs(cli.timeout.max(1));
-    if let Some(target) = &cli.access_logfile {
-        let file = AccessLogFile::open(target)
-            .map_err(|e| format!("cannot open the access log {target:?}: {e}"))?;
+    if let Some(file) = access_log {
         config.access_log = Some(Arc::new(move |record| file.write(record)));
     }
 

@@ -60,6 +60,8 @@ pub(crate) struct Exchange {
     overflow: Mutex<Option<u64>>,
     /// The request body not yet handed to the application, and whether it ended.
     pub(crate) input: Mutex<(Bytes, bool)>,
+    /// Why reading the request body failed, when that was the client's fault.
+    pub(crate) client_fault: Mutex<Option<String>>,
     /// `wsgi.errors` text not yet ending in a newline.
     pub(crate) errors: Mutex<String>,
     app: Arc<str>,
@@ -82,6 +84,7 @@ impl Exchange {
             overflow: Mutex::new(None),
             input: Mutex::new((Bytes::new(), false)),
             errors: Mutex::new(String::new()),
+            client_fault: Mutex::new(None),
             app: app.clone(),
             request: Mutex::new(Request::Environ(environ)),
             log,
@@ -232,21 +235,21 @@ impl Exchange {
     /// Fails the request: logs `what` (and the exception's traceback), then answers 500 if
     /// the head has not gone out, or aborts the connection if it has.
     pub(crate) fn fail(&self, py: Python<'_>, what: &str, error: Option<PyErr>) {
-        let mut message = what.to_owned();
-        if let Some(e) = error {
-            message.push_str(":\n");
-            message.push_str(&format_exception(py, &e));
-        }
+        // A failure that followed the client's own (a vanished client, a malformed body) is
+        // the client's doing: routine, and the application's traceback would only mislead.
+        let client_fault = lock(&self.client_fault).clone();
+        let (level, message) = match (client_fault, error) {
+            (Some(fault), _) => (Level::Info, format!("{fault}; the application stopped: {what}")),
+            (None, Some(e)) => (Level::Error, format!("{what}:\n{}", format_exception(py, &e))),
+            (None, None) => (Level::Error, what.to_owned()),
+        };
         if self.outcome() != Outcome::Open {
-            self.log(Level::Error, &message);
+            self.log(level, &message);
             return;
         }
         let head_sent = lock(&self.start).is_sent();
         if head_sent {
-            self.log(
-                Level::Error,
-                &format!("{message} (after the response head; connection aborted)"),
-            );
+            self.log(level, &format!("{message} (after the response head; connection aborted)"));
             let _ = self.with_io(py, |io| {
                 io.abort();
                 Ok(())
@@ -254,7 +257,7 @@ impl Exchange {
             *lock(&self.outcome) = Outcome::Broken;
             return;
         }
-        self.log(Level::Error, &message);
+        self.log(level, &message);
         *lock(&self.start) = StartResponse::new();
         const BODY: &[u8] = b"Internal Server Error\n";
         let head = ResponseHead::plain_text(500, "Internal Server Error", BODY.len() as u64);

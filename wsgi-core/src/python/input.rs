@@ -50,12 +50,20 @@ impl WsgiInput {
                 Ok(None) => state.1 = true,
                 Err(e) => {
                     state.1 = true;
-                    return Err(PyOSError::new_err(match e {
+                    let message = match e {
                         AppIoError::Disconnected => {
                             "client disconnected before the request body ended".to_owned()
                         }
                         e => format!("cannot read the request body: {e}"),
-                    }));
+                    };
+                    if !matches!(e, AppIoError::Usage(_)) {
+                        *self
+                            .exchange
+                            .client_fault
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) = Some(message.clone());
+                    }
+                    return Err(PyOSError::new_err(message));
                 }
             }
         }

@@ -286,3 +286,29 @@ def app(environ, start_response):
         assert_eq!(body(&served.wire), b"logged");
     }
 }
+
+/// A client that vanishes mid-upload is the client's doing: one info line that says so, not an
+/// error with the application's traceback (the app only saw the OSError its read raised).
+#[test]
+fn a_client_gone_mid_upload_is_logged_as_the_clients_doing() {
+    let app = TestApp::new(
+        "input_client_gone",
+        r#"
+def app(environ, start_response):
+    body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+"#,
+    );
+    // Ten bytes announced, three sent, then the connection ends.
+    let client = Client::new(&[b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"]);
+    for v in BOTH {
+        let served = app.serve(v, &client);
+        let [(Level::Info, line)] = served.log.as_slice() else {
+            panic!("{v:?}: wanted one info line, got {:#?}", served.log);
+        };
+        assert!(line.contains("client disconnected before the request body ended"), "{line}");
+        assert!(!line.contains("Traceback"), "{line}");
+        assert!(line.starts_with("POST /up"), "{line}");
+    }
+}
