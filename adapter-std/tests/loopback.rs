@@ -1,0 +1,165 @@
+//! adapter-std serving Rust closures over real loopback sockets (no Python): what a server
+//! author embedding the adapter relies on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use adapter_std::{Listener, Server, ServerConfig, start};
+use wsgi_core::{Application, Job, ResponseHead};
+
+/// Echoes the method, path and body back with a Content-Length.
+fn echo(mut job: Job) {
+    let mut body = format!(
+        "{} {}\n",
+        job.environ.get("REQUEST_METHOD").unwrap_or_default(),
+        job.environ.get("PATH_INFO").unwrap_or_default()
+    )
+    .into_bytes();
+    while let Ok(Some(piece)) = job.io.read_body() {
+        body.extend_from_slice(&piece);
+    }
+    if job.environ.get("PATH_INFO") == Some("/slow") {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let length = body.len().to_string();
+    let head = ResponseHead::from_wsgi("200 OK", [("Content-Length", length.as_str())]).unwrap();
+    job.io.send_head(&head).unwrap();
+    job.io.send_body(&body).unwrap();
+    job.io.send_end().unwrap();
+}
+
+fn serve<A: Application>(app: A, threads: usize) -> (Server, SocketAddr) {
+    let listener = Listener::bind_tcp("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = ServerConfig::default();
+    config.threads = threads;
+    (start(app, vec![listener], config).unwrap(), addr)
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads until `n` complete responses (each with a Content-Length) have arrived.
+fn read_responses(s: &mut TcpStream, n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while out.len() < n {
+        assert!(Instant::now() < deadline, "timed out; have {out:?}");
+        let mut chunk = [0; 4096];
+        let got = s.read(&mut chunk).unwrap();
+        assert!(got > 0, "connection closed after {} responses", out.len());
+        buf.extend_from_slice(&chunk[..got]);
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.parse().unwrap());
+            if buf.len() < end + 4 + length {
+                break;
+            }
+            let body = buf[end + 4..end + 4 + length].to_vec();
+            buf.drain(..end + 4 + length);
+            out.push((head, body));
+        }
+    }
+    out
+}
+
+#[test]
+fn keep_alive_pipelining_and_bodies() {
+    let (server, addr) = serve(echo, 2);
+    let mut s = connect(addr);
+    // Three pipelined requests in one write, one with a body: answered in order, one connection.
+    s.write_all(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let got = read_responses(&mut s, 3);
+    let bodies: Vec<&[u8]> = got.iter().map(|(_, b)| b.as_slice()).collect();
+    assert_eq!(bodies, [&b"GET /a\n"[..], b"POST /b\nhello", b"GET /c\n"]);
+    assert!(got.iter().all(|(h, _)| h.starts_with("HTTP/1.1 200 OK")));
+    // The same connection serves a chunked upload afterwards.
+    s.write_all(
+        b"PUT /d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(read_responses(&mut s, 1)[0].1, b"PUT /d\nabc");
+    server.handle().shutdown();
+    server.join(Duration::from_secs(5));
+}
+
+#[test]
+fn malformed_requests_get_their_status_and_the_server_keeps_serving() {
+    let (server, addr) = serve(echo, 1);
+    let mut s = connect(addr);
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+    assert!(answer.contains("Connection: close\r\n"), "{answer}");
+    let mut s = connect(addr);
+    s.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_responses(&mut s, 1)[0].1, b"GET /ok\n");
+    server.handle().shutdown();
+    server.join(Duration::from_secs(5));
+}
+
+#[test]
+fn idle_connections_hold_no_app_thread() {
+    // One app thread, many idle keep-alive connections: a new client is still served.
+    let (server, addr) = serve(echo, 1);
+    let idle: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = connect(addr);
+            s.write_all(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            read_responses(&mut s, 1);
+            s
+        })
+        .collect();
+    let mut s = connect(addr);
+    s.write_all(b"GET /fresh HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_responses(&mut s, 1)[0].1, b"GET /fresh\n");
+    drop(idle);
+    server.handle().shutdown();
+    server.join(Duration::from_secs(5));
+}
+
+#[test]
+fn shutdown_lets_the_request_in_flight_finish() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let (server, addr) = serve(
+        move |job: Job| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            echo(job);
+        },
+        2,
+    );
+    let mut s = connect(addr);
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while calls.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the request never reached the app");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stopping = Instant::now();
+    server.handle().shutdown();
+    let (head, body) = read_responses(&mut s, 1).remove(0);
+    assert_eq!(body, b"GET /slow\n");
+    assert!(head.contains("Connection: close"), "{head}");
+    server.join(Duration::from_secs(10));
+    assert!(stopping.elapsed() < Duration::from_secs(5), "{:?}", stopping.elapsed());
+    assert!(TcpStream::connect(addr).is_err(), "still accepting after shutdown");
+}
