@@ -230,6 +230,35 @@ impl AppIo for StdIo {
         flushed
     }
 
+    fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Result<bool, AppIoError> {
+        let mut out = std::mem::take(&mut self.out);
+        let framed = self.conn()?.conn.send_body_external(len, &mut out);
+        self.out = out;
+        let external = framed?;
+        // The head and any chunk prefix go first.
+        self.flush()?;
+        if external.send > 0 {
+            let c = self.conn()?;
+            let sent = copy_file(file, offset, external.send, &mut c.stream);
+            if sent != Ok(external.send) {
+                // A write failed, or the file shrank: the body cannot be completed.
+                c.conn.abort();
+                return Err(AppIoError::Disconnected);
+            }
+        }
+        if let Some(log) = self.log.as_mut() {
+            log.body_bytes += external.send;
+        }
+        // Written with the next flush (the end, or the next piece of body).
+        self.out.extend_from_slice(external.suffix);
+        Ok(true)
+    }
+
     fn send_end(&mut self) -> Result<(), AppIoError> {
         self.ended = true;
         let mut out = std::mem::take(&mut self.out);
@@ -278,6 +307,29 @@ impl Drop for StdIo {
         // A pipelined request may already be buffered: let an app thread look right away.
         self.shared.ready(c);
     }
+}
+
+/// Sends `len` bytes of `file` from `offset` to the socket with `sendfile`: the bytes go from
+/// the page cache to the socket without passing through user space. Blocks like a write (the
+/// socket's write timeout applies). Returns the bytes sent: fewer than `len` only if the file
+/// ended early.
+fn copy_file(file: &std::fs::File, offset: u64, len: u64, stream: &mut Stream) -> Result<u64, ()> {
+    let mut at = offset;
+    let end = offset.saturating_add(len);
+    while at < end {
+        let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(1 << 30);
+        let sent = match stream {
+            Stream::Tcp(s) => rustix::fs::sendfile(&*s, file, Some(&mut at), want),
+            Stream::Unix(s) => rustix::fs::sendfile(&*s, file, Some(&mut at), want),
+        };
+        match sent {
+            Ok(0) => break, // the file is shorter than it was
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(at - offset)
 }
 
 /// The `Date` header value, formatted at most once a second per thread.

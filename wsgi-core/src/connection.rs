@@ -276,6 +276,25 @@ impl Connection {
         }
     }
 
+    /// Frames `len` body bytes the driver writes itself (sendfile): appends their prefix to
+    /// `out` and returns how many to send and the suffix to write after them; see
+    /// [`BodyEncoder::encode_external`](crate::BodyEncoder::encode_external).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_body`](Self::send_body).
+    pub fn send_body_external(
+        &mut self,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<crate::ExternalBody, UsageError> {
+        self.check_open()?;
+        match &mut self.state.write {
+            Write::Body(encoder) => encoder.encode_external(len, out),
+            other => Err(Self::not_sending(other)),
+        }
+    }
+
     /// Ends the response at `now`, which starts the keep-alive idle deadline. The connection
     /// then serves the next request, or [`is_closed`](Self::is_closed) turns `true`.
     ///

@@ -106,6 +106,52 @@ impl BodyEncoder {
         Ok(())
     }
 
+    /// Frames `len` body bytes that the caller writes to the peer itself, e.g. with sendfile:
+    /// appends what must precede them to `out` and says how many to send and what must follow.
+    ///
+    /// `send` is less than `len` when the Content-Length leaves less room (the rest must not be
+    /// sent) and 0 for the `Empty` framing (HEAD, 204, 304).
+    ///
+    /// ```
+    /// use wsgi_core::{BodyEncoder, ResponseBody};
+    /// let mut out = Vec::new();
+    /// let mut encoder = BodyEncoder::new(ResponseBody::Chunked);
+    /// let external = encoder.encode_external(4096, &mut out).unwrap();
+    /// assert_eq!((out.as_slice(), external.send, external.suffix), (&b"1000\r\n"[..], 4096, &b"\r\n"[..]));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::ResponseEnded`] after [`finish`](Self::finish).
+    pub fn encode_external(
+        &mut self,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<ExternalBody, UsageError> {
+        if self.finished {
+            return Err(UsageError::ResponseEnded);
+        }
+        let none = ExternalBody { send: 0, suffix: b"" };
+        if len == 0 {
+            return Ok(none);
+        }
+        let external = match self.kind {
+            EncoderKind::Empty => none,
+            EncoderKind::Length(declared) => {
+                ExternalBody { send: len.min(declared - self.sent), suffix: b"" }
+            }
+            EncoderKind::Chunked => {
+                let mut hex = [0u8; 16];
+                out.extend_from_slice(write_hex(len, &mut hex));
+                out.extend_from_slice(b"\r\n");
+                ExternalBody { send: len, suffix: b"\r\n" }
+            }
+            EncoderKind::CloseDelimited => ExternalBody { send: len, suffix: b"" },
+        };
+        self.sent += if self.kind == EncoderKind::Empty { len } else { external.send };
+        Ok(external)
+    }
+
     /// Returns the body bytes accepted so far (before framing; for `Empty`, those counted).
     pub fn body_bytes(&self) -> u64 {
         self.sent
@@ -116,6 +162,16 @@ impl BodyEncoder {
     pub fn is_close_delimited(&self) -> bool {
         self.kind == EncoderKind::CloseDelimited
     }
+}
+
+/// How to send body bytes the caller writes itself; see [`BodyEncoder::encode_external`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct ExternalBody {
+    /// How many of the bytes to send.
+    pub send: u64,
+    /// What must follow them on the wire.
+    pub suffix: &'static [u8],
 }
 
 /// Writes `n` in lowercase hex without leading zeros into `buf`, returning the digits.

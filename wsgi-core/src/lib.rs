@@ -94,7 +94,7 @@ pub use config::Config;
 pub use connection::{Connection, Event};
 pub use date::HttpDate;
 pub use decode::{ChunkedDecoder, Decoded};
-pub use encode::BodyEncoder;
+pub use encode::{BodyEncoder, ExternalBody};
 pub use environ::{CgiKey, EnvKey, Environ, Scheme, ServerInfo};
 pub use error::{ProtocolError, ResponseError, StartError, UsageError};
 pub use framing::{RequestBody, ResponseBody, keep_alive, request_framing, response_framing};

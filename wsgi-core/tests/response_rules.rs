@@ -854,3 +854,35 @@ fn body_encoder_length_limits() {
     assert_eq!(encoder.encode(b"x", &mut out), Err(UsageError::BodyTooLong { declared: 0 }));
     assert_eq!(out, b"ab");
 }
+
+/// Body bytes a driver sends itself (sendfile): the framing around them, per framing.
+#[test]
+fn external_body_framing() {
+    use wsgi_core::ExternalBody;
+    #[rustfmt::skip]
+    let rows: &[(ResponseBody, u64, &[u8], ExternalBody)] = &[
+        // RFC 9112 §7.1: a chunk of the file's length, its CRLF after the data.
+        (ResponseBody::Chunked, 4096, b"1000\r\n", ExternalBody { send: 4096, suffix: b"\r\n" }),
+        // Content-Length: never more than declared (10 here), no framing bytes.
+        (ResponseBody::Length(10), 4, b"", ExternalBody { send: 4, suffix: b"" }),
+        (ResponseBody::Length(10), 25, b"", ExternalBody { send: 10, suffix: b"" }),
+        // HEAD, 204, 304: nothing is sent at all.
+        (ResponseBody::Empty, 4096, b"", ExternalBody { send: 0, suffix: b"" }),
+        // HTTP/1.0 without a length: the bytes as they are.
+        (ResponseBody::CloseDelimited, 7, b"", ExternalBody { send: 7, suffix: b"" }),
+        // Zero bytes: nothing, not even an (ending) empty chunk.
+        (ResponseBody::Chunked, 0, b"", ExternalBody { send: 0, suffix: b"" }),
+    ];
+    for &(framing, len, prefix, expected) in rows {
+        let mut encoder = BodyEncoder::new(framing);
+        let mut out = Vec::new();
+        assert_eq!(encoder.encode_external(len, &mut out), Ok(expected), "{framing:?} {len}");
+        assert_eq!(out, prefix, "{framing:?} {len}");
+    }
+    // The bytes count toward the Content-Length: the body is then complete.
+    let mut encoder = BodyEncoder::new(ResponseBody::Length(10));
+    let mut out = Vec::new();
+    let _ = encoder.encode_external(10, &mut out).unwrap();
+    assert_eq!(encoder.finish(&mut out), Ok(()));
+    assert_eq!(encoder.encode_external(1, &mut out), Err(UsageError::ResponseEnded));
+}
