@@ -51,6 +51,9 @@ struct Input {
     date: bool,
     server: bool,
     chunks: Vec<Vec<u8>>,
+    /// Chunk `i` is sent as external bytes (the driver writes them, as with sendfile) when bit
+    /// `i % 8` is set.
+    external: u8,
 }
 
 impl Name {
@@ -122,7 +125,23 @@ fuzz_target!(|input: Input| {
     let bodiless = input.head_method || code == 204 || code == 304;
     let mut due = Vec::new(); // the body bytes a client must read
     let mut given = 0u64;
-    for chunk in &input.chunks {
+    for (i, chunk) in input.chunks.iter().enumerate() {
+        if input.external & (1 << (i % 8)) != 0 {
+            let ext = conn.send_body_external(chunk.len() as u64, &mut out).unwrap();
+            let send = usize::try_from(ext.send).unwrap();
+            assert!(send <= chunk.len());
+            if bodiless {
+                assert_eq!(send, 0, "external bytes for a bodiless response");
+            }
+            out.extend_from_slice(&chunk[..send]);
+            out.extend_from_slice(ext.suffix);
+            due.extend_from_slice(&chunk[..send]);
+            given += if bodiless { chunk.len() } else { send } as u64;
+            if let (Some(n), false) = (head.content_length(), bodiless) {
+                assert!(given <= n, "external bytes passed Content-Length");
+            }
+            continue;
+        }
         let result = conn.send_body(chunk, &mut out);
         let before = given;
         given += chunk.len() as u64;
