@@ -1,0 +1,18 @@
+"""Reads the request body (wsgi.input) fully, in 64 KiB reads, and answers its length."""
+
+
+def application(environ, start_response):
+    stream = environ["wsgi.input"]
+    remaining = int(environ.get("CONTENT_LENGTH") or 0)
+    total = 0
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 65536))
+        if not chunk:
+            break
+        total += len(chunk)
+        remaining -= len(chunk)
+    body = str(total).encode()
+    start_response(
+        "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
