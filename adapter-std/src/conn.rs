@@ -3,7 +3,6 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -41,23 +40,24 @@ pub(crate) enum Step {
 impl Conn {
     /// Reads what the socket has without blocking and returns the next request, if any.
     pub(crate) fn advance(mut self, shared: &Arc<Shared>) -> Step {
-        let mut buf = vec![0; READ_CHUNK];
-        if self.stream.set_nonblocking(true).is_err() {
-            return Step::Closed;
-        }
-        while self.conn.wants_read() {
-            match self.stream.read(&mut buf) {
-                Ok(0) => {
-                    self.conn.handle_eof(Instant::now());
-                    break;
+        let closed = with_read_buf(|buf| {
+            while self.conn.wants_read() {
+                // MSG_DONTWAIT: this read alone does not block; the socket stays blocking for
+                // the body reads and writes of the request (no mode switches per request).
+                match rustix::net::recv(&self.stream, &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
+                    Ok((0, _)) => {
+                        self.conn.handle_eof(Instant::now());
+                        return false;
+                    }
+                    Ok((n, _)) => self.conn.handle_input(&buf[..n], Instant::now()),
+                    Err(rustix::io::Errno::AGAIN) => return false,
+                    Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => return true,
                 }
-                Ok(n) => self.conn.handle_input(&buf[..n], Instant::now()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Step::Closed,
             }
-        }
-        if self.stream.set_nonblocking(false).is_err() {
+            false
+        });
+        if closed {
             return Step::Closed;
         }
         if shared.is_shutting_down() {
@@ -169,7 +169,6 @@ impl AppIo for StdIo {
         self.out = out;
         continued?;
         self.flush()?;
-        let mut buf = Vec::new();
         loop {
             let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
             match c.conn.poll_event() {
@@ -186,17 +185,15 @@ impl AppIo for StdIo {
                     let _ = self.flush();
                     return Err(AppIoError::BadRequest(e));
                 }
-                Ok(None) => {
-                    if buf.is_empty() {
-                        buf.resize(READ_CHUNK, 0);
-                    }
-                    match c.stream.read(&mut buf) {
+                Ok(None) => with_read_buf(|buf| {
+                    match c.stream.read(buf) {
                         Ok(0) => c.conn.handle_eof(Instant::now()),
                         Ok(n) => c.conn.handle_input(&buf[..n], Instant::now()),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => return Err(AppIoError::Disconnected),
                     }
-                }
+                    Ok(())
+                })?,
             }
         }
     }
@@ -244,7 +241,7 @@ impl AppIo for StdIo {
         self.flush()?;
         if external.send > 0 {
             let c = self.conn()?;
-            let sent = copy_file(file, offset, external.send, &mut c.stream);
+            let sent = copy_file(file, offset, external.send, &c.stream);
             if sent != Ok(external.send) {
                 // A write failed, or the file shrank: the body cannot be completed.
                 c.conn.abort();
@@ -300,8 +297,7 @@ impl Drop for StdIo {
         }
         if c.conn.is_closed() {
             c.stream.shutdown();
-            // No longer busy: a graceful shutdown waits for this count to reach zero.
-            self.shared.busy.fetch_sub(1, Ordering::AcqRel);
+            self.shared.done();
             return;
         }
         // A pipelined request may already be buffered: let an app thread look right away.
@@ -313,16 +309,12 @@ impl Drop for StdIo {
 /// the page cache to the socket without passing through user space. Blocks like a write (the
 /// socket's write timeout applies). Returns the bytes sent: fewer than `len` only if the file
 /// ended early.
-fn copy_file(file: &std::fs::File, offset: u64, len: u64, stream: &mut Stream) -> Result<u64, ()> {
+fn copy_file(file: &std::fs::File, offset: u64, len: u64, stream: &Stream) -> Result<u64, ()> {
     let mut at = offset;
     let end = offset.saturating_add(len);
     while at < end {
         let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(1 << 30);
-        let sent = match stream {
-            Stream::Tcp(s) => rustix::fs::sendfile(&*s, file, Some(&mut at), want),
-            Stream::Unix(s) => rustix::fs::sendfile(&*s, file, Some(&mut at), want),
-        };
-        match sent {
+        match rustix::fs::sendfile(stream, file, Some(&mut at), want) {
             Ok(0) => break, // the file is shorter than it was
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => {}
@@ -330,6 +322,20 @@ fn copy_file(file: &std::fs::File, offset: u64, len: u64, stream: &mut Stream) -
         }
     }
     Ok(at - offset)
+}
+
+/// Runs `f` with this thread's read buffer: one allocation per app thread, not one per read.
+fn with_read_buf<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.is_empty() {
+            buf.resize(READ_CHUNK, 0);
+        }
+        f(&mut buf)
+    })
 }
 
 /// The `Date` header value, formatted at most once a second per thread.

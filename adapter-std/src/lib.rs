@@ -159,16 +159,25 @@ impl Shared {
     /// Takes back a connection after its response: to an app thread at once if the next request
     /// is already buffered, else to the poller to wait for it.
     pub(crate) fn ready(&self, c: Conn) {
-        self.busy.fetch_sub(1, Ordering::AcqRel);
-        let sent = if c.conn.is_idle() {
-            self.idle_tx.send(c).map_err(|_| ())
+        if c.conn.is_idle() {
+            self.to_idle(c);
         } else {
-            self.busy.fetch_add(1, Ordering::AcqRel);
-            self.ready_tx.send(c).map_err(|_| ())
-        };
-        if sent.is_ok() {
+            // Still busy: it goes straight back to the app threads, not through the poller.
+            let _ = self.ready_tx.send(c);
+        }
+    }
+
+    /// Hands a busy connection to the poller to wait for its next bytes.
+    pub(crate) fn to_idle(&self, c: Conn) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+        if self.idle_tx.send(c).is_ok() {
             let _ = self.waker.wake();
         }
+    }
+
+    /// Notes that a busy connection closed: a graceful shutdown waits for the count to reach 0.
+    pub(crate) fn done(&self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -284,15 +293,8 @@ fn app_thread<A: Application>(
             };
             match c.advance(shared) {
                 Step::Job(job) => return Some(job),
-                Step::Idle(c) => {
-                    shared.busy.fetch_sub(1, Ordering::AcqRel);
-                    if shared.idle_tx.send(*c).is_ok() {
-                        let _ = shared.waker.wake();
-                    }
-                }
-                Step::Closed => {
-                    shared.busy.fetch_sub(1, Ordering::AcqRel);
-                }
+                Step::Idle(c) => shared.to_idle(*c),
+                Step::Closed => shared.done(),
             }
         }
     });

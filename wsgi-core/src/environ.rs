@@ -334,6 +334,7 @@ impl Environ {
     pub fn new(head: &RequestHead, server: &ServerInfo) -> Environ {
         let mut b = Builder {
             head,
+            server: &server.rendered,
             extra: String::new(),
             entries: Vec::with_capacity(head.fields.len() + 13),
             seen: 0,
@@ -424,6 +425,7 @@ fn text<'a>(head: &'a [u8], extra: &'a str, server: &'a Rendered, t: Text) -> &'
 
 struct Builder<'h> {
     head: &'h RequestHead,
+    server: &'h Rendered,
     extra: String,
     entries: Vec<Entry>,
     /// The [`names`] ids already pushed (ids stay below 64), so repeats are found in O(1).
@@ -448,12 +450,7 @@ impl Builder<'_> {
     }
 
     fn get(&self, t: Text) -> &str {
-        match t {
-            Text::Head(span) => std::str::from_utf8(span.get(&self.head.bytes)).unwrap_or_default(),
-            Text::Extra(a, b) => self.extra.get(a as usize..b as usize).unwrap_or_default(),
-            Text::Static(s) => s,
-            Text::Server(_) => "",
-        }
+        text(&self.head.bytes, &self.extra, self.server, t)
     }
 
     /// `SCRIPT_NAME` and `PATH_INFO`: the path percent-decoded, split at the root path.

@@ -353,8 +353,8 @@ fn parse_complete(
     field_count: usize,
     config: &Config,
 ) -> Result<Parsed, ProtocolError> {
-    let mut parser = httparse::ParserConfig::default();
-    parser.allow_multiple_spaces_in_request_line_delimiters(false);
+    // httparse's defaults are the strict ones: single spaces in the request line, no obs-fold.
+    let parser = httparse::ParserConfig::default();
     let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_FIELDS] =
         [const { MaybeUninit::uninit() }; STACK_FIELDS];
     let mut heap: Vec<MaybeUninit<httparse::Header<'_>>> = Vec::new();
@@ -382,8 +382,8 @@ fn parse_complete(
 fn parse_fast(buf: &[u8], config: &Config) -> Option<(Result<Parsed, ProtocolError>, usize)> {
     let max_head = config.max_head_size.min(HEAD_SIZE_CAP);
     let window = &buf[..buf.len().min(max_head)];
-    let mut parser = httparse::ParserConfig::default();
-    parser.allow_multiple_spaces_in_request_line_delimiters(false);
+    // httparse's defaults are the strict ones: single spaces in the request line, no obs-fold.
+    let parser = httparse::ParserConfig::default();
     let mut slots: [MaybeUninit<httparse::Header<'_>>; STACK_FIELDS] =
         [const { MaybeUninit::uninit() }; STACK_FIELDS];
     let mut req = httparse::Request::new(&mut []);
