@@ -3,18 +3,15 @@
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
-use wsgi_core::{
-    AppIo, AppIoError, Connection, Environ, Event, HttpDate, Job, ResponseHead, ServerInfo,
-};
+use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo};
+
+use wsgi_driver::{AccessEntry, with_read_buf};
 
 use crate::Shared;
 use crate::net::Stream;
-
-/// Bytes read from a socket per `read` call.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// One client connection: its socket, its protocol state and what the environ needs of it.
 #[derive(Debug)]
@@ -69,8 +66,11 @@ impl Conn {
                 Ok(Some(Event::Request(head))) => {
                     self.requests += 1;
                     let environ = Environ::new(&head, &self.info);
-                    let log =
-                        shared.config.access_log.is_some().then(|| Box::new(Logged::new(&environ)));
+                    let log = shared
+                        .config
+                        .access_log
+                        .is_some()
+                        .then(|| Box::new(AccessEntry::new(&environ)));
                     let io = StdIo {
                         conn: Some(self),
                         shared: shared.clone(),
@@ -105,41 +105,7 @@ struct StdIo {
     /// `send_end` was called: the exchange is over, whatever became of it.
     ended: bool,
     /// What the access log needs, when there is one.
-    log: Option<Box<Logged>>,
-}
-
-/// The request's side of an access-log line, kept until the response ends.
-struct Logged {
-    method: String,
-    target: String,
-    version: &'static str,
-    referer: Option<String>,
-    user_agent: Option<String>,
-    status: u16,
-    body_bytes: u64,
-    start: Instant,
-    started: SystemTime,
-}
-
-impl Logged {
-    fn new(environ: &Environ) -> Logged {
-        let get = |k| environ.get(k).map(str::to_owned);
-        Logged {
-            method: get("REQUEST_METHOD").unwrap_or_default(),
-            target: get("RAW_URI").unwrap_or_default(),
-            version: if environ.get("SERVER_PROTOCOL") == Some("HTTP/1.0") {
-                "HTTP/1.0"
-            } else {
-                "HTTP/1.1"
-            },
-            referer: get("HTTP_REFERER"),
-            user_agent: get("HTTP_USER_AGENT"),
-            status: 0,
-            body_bytes: 0,
-            start: Instant::now(),
-            started: SystemTime::now(),
-        }
-    }
+    log: Option<Box<AccessEntry>>,
 }
 
 impl StdIo {
@@ -180,7 +146,7 @@ impl AppIo for StdIo {
                     // no head is out; the application's own response can then no longer go.
                     c.conn.send_error(&e, &mut self.out);
                     if let (Some(log), false) = (self.log.as_mut(), self.out.is_empty()) {
-                        log.status = e.status();
+                        log.set_status(e.status());
                     }
                     let _ = self.flush();
                     return Err(AppIoError::BadRequest(e));
@@ -209,7 +175,7 @@ impl AppIo for StdIo {
         let sent = c.conn.send_head(head, &mut out);
         self.out = out;
         if let (Some(log), Ok(())) = (self.log.as_mut(), &sent) {
-            log.status = head.status();
+            log.set_status(head.status());
         }
         // The head waits for the first body bytes or the end: one write instead of two.
         Ok(sent?)
@@ -220,7 +186,7 @@ impl AppIo for StdIo {
         let sent = self.conn()?.conn.send_body(chunk, &mut out);
         self.out = out;
         if let Some(log) = self.log.as_mut() {
-            log.body_bytes += chunk.len() as u64;
+            log.add_body(chunk.len() as u64);
         }
         let flushed = self.flush();
         sent?;
@@ -249,7 +215,7 @@ impl AppIo for StdIo {
             }
         }
         if let Some(log) = self.log.as_mut() {
-            log.body_bytes += external.send;
+            log.add_body(external.send);
         }
         // Written with the next flush (the end, or the next piece of body).
         self.out.extend_from_slice(external.suffix);
@@ -278,18 +244,7 @@ impl Drop for StdIo {
         let _ = self.flush();
         let Some(mut c) = self.conn.take() else { return };
         if let (Some(log), Some(access_log)) = (&self.log, &self.shared.config.access_log) {
-            access_log(&crate::AccessRecord {
-                peer: c.info.peer(),
-                method: &log.method,
-                target: &log.target,
-                version: log.version,
-                status: log.status,
-                body_bytes: log.body_bytes,
-                referer: log.referer.as_deref(),
-                user_agent: log.user_agent.as_deref(),
-                duration: log.start.elapsed(),
-                started: log.started,
-            });
+            access_log(&log.record(c.info.peer()));
         }
         if !self.ended {
             // The application returned without ending its response: it cannot be completed.
@@ -322,35 +277,4 @@ fn copy_file(file: &std::fs::File, offset: u64, len: u64, stream: &Stream) -> Re
         }
     }
     Ok(at - offset)
-}
-
-/// Runs `f` with this thread's read buffer: one allocation per app thread, not one per read.
-fn with_read_buf<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        if buf.is_empty() {
-            buf.resize(READ_CHUNK, 0);
-        }
-        f(&mut buf)
-    })
-}
-
-/// The `Date` header value, formatted at most once a second per thread.
-pub(crate) fn http_date() -> HttpDate {
-    thread_local! {
-        static CACHE: std::cell::Cell<(u64, Option<HttpDate>)> = const { std::cell::Cell::new((0, None)) };
-    }
-    let now = SystemTime::now();
-    let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    CACHE.with(|cache| match cache.get() {
-        (s, Some(date)) if s == second => date,
-        _ => {
-            let date = HttpDate::from(now);
-            cache.set((second, Some(date)));
-            date
-        }
-    })
 }

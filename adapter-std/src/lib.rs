@@ -56,85 +56,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use wsgi_core::{Application, Config, Connection, HttpDate, Scheme, ServerInfo};
+use wsgi_core::{Application, Connection, HttpDate, ServerInfo};
 
 pub use net::Listener;
+pub use wsgi_driver::{AccessLog, AccessRecord, ServerConfig};
 
 use conn::{Conn, Step};
-
-/// How the server runs.
-#[non_exhaustive]
-#[derive(Clone)]
-pub struct ServerConfig {
-    /// App threads: requests served at once.
-    pub threads: usize,
-    /// The protocol's limits and deadlines (head and keep-alive timeouts among them).
-    pub core: Config,
-    /// The path the application is mounted at (`SCRIPT_NAME`).
-    pub root_path: String,
-    /// `wsgi.url_scheme`.
-    pub scheme: Scheme,
-    /// How long one read of a request body or one write of a response may block before the
-    /// client is given up on.
-    pub io_timeout: Duration,
-    /// Called once per finished request, on the app thread, after the response went out.
-    pub access_log: Option<AccessLog>,
-}
-
-/// The access-log callback: one call per request.
-pub type AccessLog = Arc<dyn Fn(&AccessRecord<'_>) + Send + Sync>;
-
-/// What the access log learns of one request.
-#[derive(Clone, Copy, Debug)]
-#[non_exhaustive]
-pub struct AccessRecord<'a> {
-    /// The peer's address (`None` for Unix sockets).
-    pub peer: Option<std::net::SocketAddr>,
-    /// The request method.
-    pub method: &'a str,
-    /// The request target as sent.
-    pub target: &'a str,
-    /// `HTTP/1.0` or `HTTP/1.1`.
-    pub version: &'a str,
-    /// The response status (0 if no response head was sent).
-    pub status: u16,
-    /// Response body bytes the application produced.
-    pub body_bytes: u64,
-    /// The Referer header, if sent.
-    pub referer: Option<&'a str>,
-    /// The User-Agent header, if sent.
-    pub user_agent: Option<&'a str>,
-    /// From the complete request head to the end of the response.
-    pub duration: Duration,
-    /// When the request head was complete.
-    pub started: std::time::SystemTime,
-}
-
-impl std::fmt::Debug for ServerConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerConfig")
-            .field("threads", &self.threads)
-            .field("core", &self.core)
-            .field("root_path", &self.root_path)
-            .field("scheme", &self.scheme)
-            .field("io_timeout", &self.io_timeout)
-            .field("access_log", &self.access_log.is_some())
-            .finish()
-    }
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            threads: 8,
-            core: Config::default(),
-            root_path: String::new(),
-            scheme: Scheme::Http,
-            io_timeout: Duration::from_secs(60),
-            access_log: None,
-        }
-    }
-}
 
 /// State shared by the poller and the app threads.
 pub(crate) struct Shared {
@@ -153,7 +80,7 @@ impl Shared {
     }
 
     pub(crate) fn date(&self) -> HttpDate {
-        conn::http_date()
+        wsgi_driver::http_date()
     }
 
     /// Takes back a connection after its response: to an app thread at once if the next request

@@ -102,9 +102,36 @@ struct Cli {
     #[arg(long = "root-path", value_name = "PATH", default_value = "")]
     root_path: String,
 
-    /// The I/O runtime. This build has: std.
-    #[arg(long, value_name = "RUNTIME", default_value = "std", value_parser = ["std"])]
-    runtime: String,
+    /// The I/O runtime: `std` (a poller thread and blocking app threads), `smol` or `tokio`
+    /// (connections as async tasks on one thread; the app still runs on --threads threads).
+    /// Cargo features choose which this build has; `--help` lists them.
+    #[arg(long, value_name = "RUNTIME", default_value = "std")]
+    runtime: Runtime,
+}
+
+/// The runtimes this build can serve on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Runtime {
+    /// adapter-std: std sockets and threads.
+    Std,
+    /// adapter-smol: smol's reactor and executor.
+    #[cfg(feature = "smol")]
+    Smol,
+    /// adapter-tokio: a current-thread tokio runtime.
+    #[cfg(feature = "tokio")]
+    Tokio,
+}
+
+impl Runtime {
+    fn name(self) -> &'static str {
+        match self {
+            Runtime::Std => "std",
+            #[cfg(feature = "smol")]
+            Runtime::Smol => "smol",
+            #[cfg(feature = "tokio")]
+            Runtime::Tokio => "tokio",
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -134,7 +161,7 @@ fn run(cli: Cli) -> Result<(), String> {
         "serving {} on {} (runtime {}, {workers} worker{}, {threads} thread{} each)",
         cli.app.as_deref().unwrap_or("the built-in hello app"),
         addresses.join(", "),
-        cli.runtime,
+        cli.runtime.name(),
         if workers > 1 { "s" } else { "" },
         if threads > 1 { "s" } else { "" },
     ));
@@ -202,20 +229,120 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
     config.core = core;
     config.root_path = cli.root_path.clone();
     config.io_timeout = Duration::from_secs(cli.timeout.max(1));
+    config.graceful_timeout = Duration::from_secs(cli.graceful_timeout);
     if let Some(file) = access_log {
         config.access_log = Some(Arc::new(move |record| file.write(record)));
     }
 
-    let mut signals = signal_hook::iterator::Signals::new([
+    let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| format!("cannot handle signals: {e}"))?;
+    match cli.runtime {
+        Runtime::Std => serve_std(app, listeners, config, signals),
+        #[cfg(feature = "smol")]
+        Runtime::Smol => serve_smol(app, listeners, config, signals),
+        #[cfg(feature = "tokio")]
+        Runtime::Tokio => serve_tokio(app, listeners, config, signals),
+    }
+}
+
+type Signals = signal_hook::iterator::Signals;
+
+fn serve_std(
+    app: PyApplication,
+    listeners: Vec<Listener>,
+    config: ServerConfig,
+    mut signals: Signals,
+) -> Result<(), String> {
+    let grace = config.graceful_timeout;
     let server = adapter_std::start(app, listeners, config).map_err(|e| e.to_string())?;
     let _ = signals.forever().next();
     server.handle().shutdown();
-    server.join(Duration::from_secs(cli.graceful_timeout));
+    server.join(grace);
     Ok(())
+}
+
+/// Stops an async server when SIGTERM or SIGINT arrives, from a thread of its own.
+fn on_signal(mut signals: Signals, stop: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("wsgi-signals".to_owned())
+        .spawn(move || {
+            let _ = signals.forever().next();
+            stop();
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot handle signals: {e}"))
+}
+
+/// The std listening sockets behind `listeners`. A worker's Unix socket paths stay where they
+/// are: the supervisor owns them.
+fn into_std(listeners: Vec<Listener>) -> Vec<StdListener> {
+    listeners
+        .into_iter()
+        .map(|l| match l {
+            Listener::Tcp(l) => StdListener::Tcp(l),
+            Listener::Unix(l, _) => StdListener::Unix(l),
+        })
+        .collect()
+}
+
+enum StdListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+#[cfg(feature = "smol")]
+fn serve_smol(
+    app: PyApplication,
+    listeners: Vec<Listener>,
+    config: ServerConfig,
+    signals: Signals,
+) -> Result<(), String> {
+    let listeners = into_std(listeners)
+        .into_iter()
+        .map(|l| match l {
+            StdListener::Tcp(l) => adapter_smol::Listener::from_std_tcp(l),
+            StdListener::Unix(l) => adapter_smol::Listener::from_std_unix(l, None),
+        })
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| e.to_string())?;
+    let executor = Arc::new(async_executor::Executor::new());
+    let server =
+        adapter_smol::Server::new(executor.clone(), app, config).map_err(|e| e.to_string())?;
+    let handle = server.handle();
+    on_signal(signals, move || handle.shutdown())?;
+    async_io::block_on(executor.run(server.serve(listeners)));
+    Ok(())
+}
+
+#[cfg(feature = "tokio")]
+fn serve_tokio(
+    app: PyApplication,
+    listeners: Vec<Listener>,
+    config: ServerConfig,
+    signals: Signals,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        let listeners = into_std(listeners)
+            .into_iter()
+            .map(|l| match l {
+                StdListener::Tcp(l) => adapter_tokio::Listener::from_std_tcp(l),
+                StdListener::Unix(l) => adapter_tokio::Listener::from_std_unix(l, None),
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| e.to_string())?;
+        let server = adapter_tokio::Server::new(app, config).map_err(|e| e.to_string())?;
+        let handle = server.handle();
+        on_signal(signals, move || handle.shutdown())?;
+        server.serve(listeners).await;
+        Ok(())
+    })
 }
 
 /// The listening sockets the supervisor mapped in (`LISTEN_FDS`), in `--bind` order.

@@ -1,0 +1,236 @@
+//! A tokio driver for [`wsgi_core`]: serves an [`Application`] on the caller's tokio runtime.
+//!
+//! Each connection is a task on your runtime from accept to close; it holds no thread while it
+//! waits, so one process keeps thousands of idle keep-alive or slow connections. The
+//! application itself runs on a bounded pool of blocking app threads
+//! ([`ServerConfig::threads`]), as WSGI applications expect; request bodies and response bodies
+//! move between the two through bounded channels, so a slow client stops its application and
+//! nothing buffers a whole body. The driver is [`wsgi_driver::rt`]'s, shared with adapter-smol;
+//! its module documentation describes the design.
+//!
+//! There is no hidden runtime: [`Server::new`] binds to the runtime it is called in, which
+//! must have I/O and time enabled (`Builder::enable_all`). A current-thread runtime is enough
+//! (the application runs on its own threads) and is what `wsgi-serve --runtime tokio` uses.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use adapter_tokio::{Server, ServerConfig};
+//! use wsgi_core::{Job, ResponseHead};
+//!
+//! fn hello(mut job: Job) {
+//!     if let Ok(head) = ResponseHead::from_wsgi("200 OK", [("Content-Type", "text/plain")]) {
+//!         let _ = job.io.send_head(&head).and_then(|()| job.io.send_body(b"Hello!\n"));
+//!         let _ = job.io.send_end();
+//!     }
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> std::io::Result<()> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//!     let server = Server::new(hello, ServerConfig::default())?;
+//!     // `server.handle().shutdown()` (from anywhere) stops it gracefully.
+//!     server.serve(vec![listener.into()]).await;
+//!     Ok(())
+//! }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tokio::io::Interest;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use wsgi_core::Application;
+use wsgi_driver::rt::{self, Accepted, Acceptor, Direction};
+
+pub use wsgi_driver::rt::Handle;
+pub use wsgi_driver::{AccessLog, AccessRecord, ServerConfig};
+
+/// A listening socket: TCP (IPv4 or IPv6) or Unix.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix stream socket listener, and the path it is bound to (removed when dropped).
+    Unix(UnixListener, Option<PathBuf>),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Listener {
+        Listener::Tcp(l)
+    }
+}
+
+impl From<UnixListener> for Listener {
+    fn from(l: UnixListener) -> Listener {
+        Listener::Unix(l, None)
+    }
+}
+
+impl Listener {
+    /// Takes over a std TCP listener (for instance one inherited from a supervisor), setting
+    /// it non-blocking. Call it inside the runtime.
+    ///
+    /// # Errors
+    ///
+    /// An error registering the socket with the runtime.
+    pub fn from_std_tcp(l: std::net::TcpListener) -> io::Result<Listener> {
+        l.set_nonblocking(true)?;
+        Ok(Listener::Tcp(TcpListener::from_std(l)?))
+    }
+
+    /// Takes over a std Unix listener bound to `path`, as [`from_std_tcp`](Self::from_std_tcp).
+    ///
+    /// # Errors
+    ///
+    /// An error registering the socket with the runtime.
+    pub fn from_std_unix(
+        l: std::os::unix::net::UnixListener,
+        path: Option<PathBuf>,
+    ) -> io::Result<Listener> {
+        l.set_nonblocking(true)?;
+        Ok(Listener::Unix(UnixListener::from_std(l)?, path))
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, Some(path)) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Acceptor for Listener {
+    type Socket = Stream;
+
+    async fn accept(&self) -> io::Result<Accepted<Stream>> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                s.set_nodelay(true)?;
+                let local = s.local_addr().ok();
+                Ok(Accepted { socket: Stream::Tcp(s), local, peer: Some(peer) })
+            }
+            Listener::Unix(l, _) => {
+                let (s, _) = l.accept().await?;
+                Ok(Accepted { socket: Stream::Unix(s), local: None, peer: None })
+            }
+        }
+    }
+}
+
+/// A connected socket: TCP or Unix.
+#[derive(Debug)]
+pub enum Stream {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix stream connection.
+    Unix(UnixStream),
+}
+
+impl From<TcpStream> for Stream {
+    fn from(s: TcpStream) -> Stream {
+        Stream::Tcp(s)
+    }
+}
+
+impl From<UnixStream> for Stream {
+    fn from(s: UnixStream) -> Stream {
+        Stream::Unix(s)
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+fn interest(direction: Direction) -> Interest {
+    match direction {
+        Direction::Read => Interest::READABLE,
+        Direction::Write => Interest::WRITABLE,
+    }
+}
+
+impl rt::Socket for Stream {
+    async fn ready(&self, direction: Direction) -> io::Result<()> {
+        let interest = interest(direction);
+        match self {
+            Stream::Tcp(s) => s.ready(interest).await.map(drop),
+            Stream::Unix(s) => s.ready(interest).await.map(drop),
+        }
+    }
+
+    fn try_io<T>(&self, direction: Direction, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        let interest = interest(direction);
+        match self {
+            Stream::Tcp(s) => s.try_io(interest, f),
+            Stream::Unix(s) => s.try_io(interest, f),
+        }
+    }
+}
+
+/// The [`rt::Runtime`] of the tokio runtime a [`Server`] was created in.
+#[derive(Clone, Debug)]
+pub struct Tokio(tokio::runtime::Handle);
+
+impl rt::Runtime for Tokio {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        drop(self.0.spawn(task));
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static {
+        // Entering the runtime binds the timer to it whichever thread creates it.
+        let _entered = self.0.enter();
+        tokio::time::sleep_until(deadline.into())
+    }
+}
+
+/// A server on the current tokio runtime: the app threads plus the connection driver.
+#[derive(Debug)]
+pub struct Server {
+    inner: rt::Server<Tokio>,
+}
+
+impl Server {
+    /// Starts `config.threads` app threads running `app`; connections will be served as tasks
+    /// on the tokio runtime this is called in.
+    ///
+    /// # Errors
+    ///
+    /// Called outside a tokio runtime, or a thread could not be spawned.
+    pub fn new<A: Application>(app: A, config: ServerConfig) -> io::Result<Server> {
+        let handle = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        Ok(Server { inner: rt::Server::new(Tokio(handle), app, config)? })
+    }
+
+    /// Returns a handle that stops the server gracefully.
+    pub fn handle(&self) -> Handle {
+        self.inner.handle()
+    }
+
+    /// Accepts and serves connections on `listeners` until [`Handle::shutdown`], then lets the
+    /// requests in flight finish (at most [`ServerConfig::graceful_timeout`]) and returns.
+    pub async fn serve(&self, listeners: Vec<Listener>) {
+        self.inner.serve(listeners).await;
+    }
+
+    /// Serves one accepted connection until it closes.
+    pub async fn serve_connection(&self, stream: impl Into<Stream>) {
+        let stream = stream.into();
+        let (local, peer) = match &stream {
+            Stream::Tcp(s) => (s.local_addr().ok(), s.peer_addr().ok()),
+            Stream::Unix(_) => (None::<SocketAddr>, None),
+        };
+        self.inner.serve_connection(stream, local, peer).await;
+    }
+}
