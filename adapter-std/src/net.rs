@@ -41,6 +41,22 @@ impl Listener {
         Ok(Listener::Unix(UnixListener::bind(path)?, path.to_owned()))
     }
 
+    /// Sets how many connections the kernel queues for `accept` before it drops new ones
+    /// (std binds with 128; a burst of clients beyond the queue waits a second for a SYN
+    /// retransmission). Linux caps it at `net.core.somaxconn`.
+    ///
+    /// # Errors
+    ///
+    /// The error from `listen`.
+    pub fn set_backlog(&self, backlog: u32) -> io::Result<()> {
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        match self {
+            Listener::Tcp(l) => rustix::net::listen(l, backlog),
+            Listener::Unix(l, _) => rustix::net::listen(l, backlog),
+        }
+        .map_err(io::Error::from)
+    }
+
     /// Returns the TCP address this listener is bound to (`None` for Unix sockets).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {

@@ -44,6 +44,10 @@ struct Cli {
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", default_value = "127.0.0.1:8000")]
     bind: Vec<String>,
 
+    /// How many connections the kernel queues for acceptance (capped by net.core.somaxconn).
+    #[arg(long, value_name = "INT", default_value_t = 2048)]
+    backlog: u32,
+
     /// Worker processes, each with its own interpreter, sharing the listening sockets. A worker
     /// that dies is replaced; SIGHUP replaces them all without refusing a connection.
     #[arg(short = 'w', long, value_name = "INT", default_value_t = 1)]
@@ -73,6 +77,12 @@ struct Cli {
     /// Seconds an idle keep-alive connection is kept open.
     #[arg(long = "keep-alive", value_name = "SECONDS", default_value_t = 2)]
     keep_alive: u64,
+
+    /// Seconds a client has to send a complete request head (from its connection, or from the
+    /// first byte of a kept-alive request); past it the client gets 408 and is disconnected.
+    /// This is what cuts slow-header (slowloris) clients.
+    #[arg(long = "header-timeout", value_name = "SECONDS", default_value_t = 30)]
+    header_timeout: u64,
 
     /// Longest request line in bytes (0: the built-in maximum, 65536); longer is answered 414.
     #[arg(long = "limit-request-line", value_name = "BYTES", default_value_t = 4094)]
@@ -150,10 +160,15 @@ fn run(cli: Cli) -> Result<(), String> {
         LineLog::open(&cli.error_logfile, cli.log_level)
             .map_err(|e| format!("cannot open the error log {:?}: {e}", cli.error_logfile))?,
     );
+    raise_open_files_limit();
     if std::env::var_os(supervisor::WORKER_ENV).is_some() {
         return worker(&cli, &log);
     }
     let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
+    for l in &listeners {
+        l.set_backlog(cli.backlog)
+            .map_err(|e| format!("cannot set the backlog of {}: {e}", l.describe()))?;
+    }
     let addresses: Vec<String> = listeners.iter().map(Listener::describe).collect();
     let workers = cli.workers.max(1);
     let threads = cli.threads.max(1);
@@ -222,6 +237,7 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
     core.max_header_count = cli.limit_request_fields;
     core.max_field_size = cli.limit_request_field_size;
     core.keep_alive_timeout = Duration::from_secs(cli.keep_alive);
+    core.head_timeout = Duration::from_secs(cli.header_timeout.max(1));
     core.set_server_header(Some(concat!("wsgi-serve/", env!("CARGO_PKG_VERSION"))))
         .map_err(|e| e.to_string())?;
     let mut config = ServerConfig::default();
@@ -371,6 +387,17 @@ fn inherited_listeners(cli: &Cli) -> Result<Vec<Listener>, String> {
         return Err("no listening sockets were passed to this worker".to_owned());
     }
     Ok(listeners)
+}
+
+/// Raises the soft limit on open files to the hard limit, as servers do: each connection is a
+/// descriptor, and the usual soft limit of 1024 would cap a worker at about a thousand clients.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
 }
 
 /// Parses and binds one `--bind` value.
