@@ -6,6 +6,7 @@ WORKDIR holds what scripts/bench wrote:
   meta.tsv      key<TAB>value lines (machine, versions, settings, load averages, runtime)
   results.tsv   server<TAB>scenario<TAB>wrk JSON or empty<TAB>reason when there is no figure
   inprocess.json  the in-process Flask rate (bench/inprocess.py), absent if it failed
+  idle.tsv      runtime<TAB>bench/idle_rss.py JSON or empty<TAB>reason when there is no figure
 The section between `<!-- bench:start -->` and `<!-- bench:end -->` is replaced (appended with
 its heading when the markers are missing). Standard library only: no plotting package.
 """
@@ -18,9 +19,13 @@ import sys
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 HEADING = "## End to end: wsgi-serve beside gunicorn and granian (`scripts/bench`)"
 
-SERVERS = ["wsgi-serve", "gunicorn-sync", "gunicorn-gthread", "granian"]
+SERVERS = ["wsgi-serve", "wsgi-serve-smol", "wsgi-serve-tokio", "gunicorn-sync",
+           "gunicorn-gthread", "granian"]
+ASYNC = ["wsgi-serve-smol", "wsgi-serve-tokio"]
 COLORS = {
     "wsgi-serve": "#d9480f",
+    "wsgi-serve-smol": "#f08c00",
+    "wsgi-serve-tokio": "#e8590c",
     "gunicorn-sync": "#adb5bd",
     "gunicorn-gthread": "#495057",
     "granian": "#1c7ed6",
@@ -34,6 +39,10 @@ SCENARIOS = [
     ("flask", "Flask JSON route", "GET /json, c=32", 1.3),
 ]
 INPROC_TARGET = 0.80
+# Issue 5: each async runtime on hello keep-alive, against granian and against --runtime std.
+ASYNC_GRANIAN_TARGET = 1.3
+ASYNC_STD_TARGET = 0.9
+IDLE_TARGET_BYTES = 16 * 1024
 
 
 def read_meta(path):
@@ -104,9 +113,65 @@ def cell(results, server, scenario, notes, labels):
     return text, entry["rps"]
 
 
-def build_section(meta, results, inproc, chart_rel):
+def async_section(results, idle):
+    """The async runtimes' targets (issue 5): hello keep-alive against granian and against
+    `--runtime std`, and the RSS per idle keep-alive connection at 10,000 connections."""
+    lines = ["The async runtimes (issue 5): hello with keep-alive, c=32, and memory per idle "
+             "connection:", "",
+             "| runtime | hello keep-alive req/s | ÷ granian (target ≥ 1.3×) | ÷ std "
+             "(target ≥ 0.9×) | RSS per idle connection at 10,000 (target ≤ 16 KiB) |",
+             "|---|---:|---:|---:|---:|"]
+    verdicts = []
+    granian = results.get(("granian", "hello_ka"), {}).get("rps")
+    std = results.get(("wsgi-serve", "hello_ka"), {}).get("rps")
+
+    def ratio(ours, theirs, target):
+        if ours is None or not theirs:
+            return "n/a", None
+        r = ours / theirs
+        return f"{r:.2f}× ({'met' if r >= target else 'not met'})", r >= target
+
+    for server, runtime in [("wsgi-serve", "std")] + [(a, a.split("-")[-1]) for a in ASYNC]:
+        rps = results.get((server, "hello_ka"), {}).get("rps")
+        g_text, g_ok = ratio(rps, granian, ASYNC_GRANIAN_TARGET)
+        s_text, s_ok = ratio(rps, std, ASYNC_STD_TARGET) if server != "wsgi-serve" else ("—", None)
+        entry = idle.get(runtime, {})
+        if "per_connection_bytes" in entry:
+            per = entry["per_connection_bytes"]
+            ok = per <= IDLE_TARGET_BYTES
+            idle_text = (f"{per:,} B ({entry['before_kib']:,} → {entry['held_kib']:,} KiB; "
+                         f"{'met' if ok else 'not met'})")
+        else:
+            ok, idle_text = None, "n/a: " + entry.get("reason", "not measured")
+        lines.append(f"| {runtime} | {fmt_rps(rps) if rps else 'n/a'} | {g_text} | {s_text} | "
+                     f"{idle_text} |")
+        if server != "wsgi-serve":
+            verdicts += [g_ok, s_ok]
+        verdicts.append(ok)
+    met = sum(1 for v in verdicts if v)
+    lines += ["", f"**Async targets met: {met} of {len(verdicts)}.** The idle figure is "
+              "`bench/idle_rss.py`: the growth of the server's resident memory (supervisor and "
+              "worker) after 10,000 connections each served one request and were kept alive, "
+              "divided by 10,000."]
+    return "\n".join(lines)
+
+
+def read_idle(path):
+    idle = {}
+    if not os.path.exists(path):
+        return idle
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            runtime, data, reason = (line.rstrip("\n").split("\t") + ["", ""])[:3]
+            idle[runtime] = json.loads(data) if data else {"reason": reason}
+    return idle
+
+
+def build_section(meta, results, inproc, chart_rel, idle):
     labels = {
         "wsgi-serve": f"wsgi-serve (`--runtime std`, {meta['threads']} threads)",
+        "wsgi-serve-smol": "wsgi-serve (`--runtime smol`)",
+        "wsgi-serve-tokio": "wsgi-serve (`--runtime tokio`)",
         "gunicorn-sync": "gunicorn sync",
         "gunicorn-gthread": f"gunicorn gthread ({meta['threads']} threads)",
         "granian": f"granian WSGI ({meta['threads']} blocking threads)",
@@ -128,7 +193,7 @@ def build_section(meta, results, inproc, chart_rel):
         f"the same 2 vCPUs as the server. Requests/s counts 2xx responses only.")
     out("")
     header = ["scenario", "wrk load"] + [labels[s] for s in SERVERS] + [
-        "wsgi-serve ÷ granian", "target", "target met?"]
+        "wsgi-serve (std) ÷ granian", "target", "target met?"]
     out("| " + " | ".join(header) + " |")
     out("|---|---|" + "---:|" * len(SERVERS) + "---:|---|---|")
     verdicts = []
@@ -181,6 +246,8 @@ def build_section(meta, results, inproc, chart_rel):
     out(f"**Targets met: {met_count} of {len(verdicts)}{na_text}** ("
         + "; ".join(f"{name}: {value}, {'met' if ok else 'not met' if ok is False else 'n/a'}"
                     for name, ok, value in verdicts) + ").")
+    out("")
+    out(async_section(results, idle))
     out("")
     if notes.items:
         for i, text in enumerate(notes.items, 1):
@@ -253,6 +320,8 @@ def chart(meta, results, inproc):
     the targets drawn as dashed lines."""
     names = {
         "wsgi-serve": "wsgi-serve (std)",
+        "wsgi-serve-smol": "wsgi-serve (smol)",
+        "wsgi-serve-tokio": "wsgi-serve (tokio)",
         "gunicorn-sync": "gunicorn sync",
         "gunicorn-gthread": "gunicorn gthread",
         "granian": "granian (WSGI)",
@@ -312,7 +381,8 @@ def main():
     inproc_path = os.path.join(workdir, "inprocess.json")
     inproc = json.load(open(inproc_path)) if os.path.exists(inproc_path) else None
     chart_rel = os.path.relpath(chart_path, os.path.dirname(os.path.abspath(benchmarks)))
-    section, verdicts = build_section(meta, results, inproc, chart_rel)
+    idle = read_idle(os.path.join(workdir, "idle.tsv"))
+    section, verdicts = build_section(meta, results, inproc, chart_rel, idle)
     with open(chart_path, "w", encoding="utf-8") as f:
         f.write(chart(meta, results, inproc))
     write_section(benchmarks, section)

@@ -1,6 +1,8 @@
 //! The task that drives one connection from accept to close.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -32,6 +34,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
     let mut fresh_until: Option<Instant> = None;
     let mut requests = 0_u64;
     let mut link: Option<Link> = None;
+    let mut timer: Option<(Instant, Pin<Box<dyn Future<Output = ()> + Send>>)> = None;
     loop {
         conn.set_date(http_date());
         match conn.poll_event() {
@@ -63,13 +66,21 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        // Timers are lazy: one armed for an earlier deadline is kept (when it fires, the
+        // deadlines are checked and it is re-armed), so a busy kept-alive connection re-arms
+        // about once per keep-alive period rather than once per request.
+        match (&timer, deadline) {
+            (Some((armed, _)), Some(d)) if *armed <= d => {}
+            (_, Some(d)) => timer = Some((d, Box::pin(runtime.sleep_until(d)))),
+            (_, None) => timer = None,
+        }
         let watch_shutdown = fresh_until.is_none();
         let wake = future::or(
             async { Wake::Readable(socket.ready(Direction::Read).await) },
             future::or(
                 async {
-                    match deadline {
-                        Some(d) => runtime.sleep_until(d).await,
+                    match timer.as_mut() {
+                        Some((_, sleep)) => sleep.as_mut().await,
                         None => future::pending().await,
                     }
                     Wake::Deadline
@@ -108,6 +119,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
                 }
             }
             Wake::Deadline => {
+                timer = None;
                 let now = Instant::now();
                 if fresh_until.is_some_and(|f| f <= now) {
                     break;
