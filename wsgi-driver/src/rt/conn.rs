@@ -14,6 +14,9 @@ use super::io::{ChannelIo, Down, Link, Up};
 use super::{Accepted, Active, Direction, FRESH_GRACE, Runtime, Socket, server_info};
 use crate::{AccessEntry, http_date, with_read_buf};
 
+/// An armed timer.
+type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// What ended an idle wait.
 enum Wake {
     Readable(io::Result<()>),
@@ -34,7 +37,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
     let mut fresh_until: Option<Instant> = None;
     let mut requests = 0_u64;
     let mut link: Option<Link> = None;
-    let mut timer: Option<(Instant, Pin<Box<dyn Future<Output = ()> + Send>>)> = None;
+    let mut timer: Option<(Instant, Sleep)> = None;
     loop {
         conn.set_date(http_date());
         match conn.poll_event() {
