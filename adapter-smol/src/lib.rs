@@ -9,7 +9,7 @@
 //! adapter-tokio; its module documentation describes the design.
 //!
 //! There is no hidden global executor: [`Server::new`] takes the
-//! [`Executor`](async_executor::Executor) to spawn connection tasks on, and you run it (for
+//! [`Executor`] to spawn connection tasks on, and you run it (for
 //! instance with `smol::block_on(executor.run(...))`, as `wsgi-serve --runtime smol` does on
 //! one thread). Sockets and timers use async-io's reactor, smol's own.
 //!
