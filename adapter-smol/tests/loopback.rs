@@ -1,0 +1,571 @@
+//! adapter-smol serving Rust closures over real loopback sockets (no Python): keep-alive,
+//! pipelining, request and response bodies larger than the socket buffers, `100 Continue`,
+//! graceful shutdown, `serve_connection` and Unix sockets.
+//!
+//! The server runs on an async-executor driven by `async_io::block_on` on a background thread
+//! (optionally a second thread runs the same executor); the client is a blocking std socket
+//! with read timeouts on the test thread.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use adapter_smol::{Handle, Listener, Server, ServerConfig};
+use async_executor::Executor;
+use async_io::{Async, Timer};
+use wsgi_core::{Application, Job, ResponseHead};
+
+/// Every socket read gives up after this; every client exchange within `DEADLINE`.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEADLINE: Duration = Duration::from_secs(30);
+/// How long `serve` may take to return after `shutdown`.
+const STOP_WITHIN: Duration = Duration::from_secs(5);
+const BIG: usize = 8 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// The application
+
+/// `len` bytes of a pattern that does not repeat at any power-of-two period.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn respond(job: &mut Job, body: &[u8]) {
+    let length = body.len().to_string();
+    let head = ResponseHead::from_wsgi("200 OK", [("Content-Length", length.as_str())]).unwrap();
+    job.io.send_head(&head).unwrap();
+    job.io.send_body(body).unwrap();
+    job.io.send_end().unwrap();
+}
+
+/// By path: `/big` sends `BIG` bytes of `pattern` in 64 KiB pieces; `/chunked` sends three
+/// pieces without a Content-Length (so chunked); `/peer` answers `REMOTE_ADDR:REMOTE_PORT`;
+/// anything else echoes `METHOD PATH\n` and the request body, after 300 ms for `/slow`.
+fn app(mut job: Job) {
+    let path = job.environ.get("PATH_INFO").unwrap_or_default().to_owned();
+    match path.as_str() {
+        "/big" => {
+            let length = BIG.to_string();
+            let head =
+                ResponseHead::from_wsgi("200 OK", [("Content-Length", length.as_str())]).unwrap();
+            job.io.send_head(&head).unwrap();
+            for piece in pattern(BIG).chunks(64 << 10) {
+                job.io.send_body(piece).unwrap();
+            }
+            job.io.send_end().unwrap();
+        }
+        "/chunked" => {
+            let head = ResponseHead::from_wsgi("200 OK", [("Content-Type", "text/plain")]).unwrap();
+            job.io.send_head(&head).unwrap();
+            for piece in [&b"one,"[..], b"two,", b"three"] {
+                job.io.send_body(piece).unwrap();
+            }
+            job.io.send_end().unwrap();
+        }
+        "/peer" => {
+            let peer = format!(
+                "{}:{}",
+                job.environ.get("REMOTE_ADDR").unwrap_or_default(),
+                job.environ.get("REMOTE_PORT").unwrap_or_default()
+            );
+            respond(&mut job, peer.as_bytes());
+        }
+        _ => {
+            let method = job.environ.get("REQUEST_METHOD").unwrap_or_default();
+            let mut body = format!("{method} {path}\n").into_bytes();
+            while let Some(piece) = job.io.read_body().unwrap() {
+                body.extend_from_slice(&piece);
+            }
+            if path == "/slow" {
+                thread::sleep(Duration::from_millis(300));
+            }
+            respond(&mut job, &body);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server, on an executor on its own thread
+
+/// How the listener is made.
+enum Bind {
+    /// `Async::<TcpListener>::bind`, then `Listener::from`.
+    Async,
+    /// A std listener through `Listener::from_std_tcp`.
+    StdTcp,
+    /// A std Unix listener at this path through `Listener::from_std_unix`.
+    Unix(PathBuf),
+}
+
+fn config() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.threads = 2;
+    config.graceful_timeout = Duration::from_secs(10);
+    config
+}
+
+/// A second thread running `executor` until `stop` is set.
+fn helper_thread(executor: Arc<Executor<'static>>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    thread::spawn(move || {
+        async_io::block_on(executor.run(async {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
+                Timer::after(Duration::from_millis(10)).await;
+            }
+        }));
+    })
+}
+
+struct Running {
+    handle: Handle,
+    /// The TCP address (`None` for a Unix listener).
+    addr: Option<SocketAddr>,
+    /// Gets a message when `serve` returns.
+    served: mpsc::Receiver<()>,
+    thread: JoinHandle<()>,
+    /// The second executor thread, if any, and its stop flag.
+    helper: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+/// Serves `app` on a fresh executor run by one thread, or two if `two_threads`.
+fn start<A: Application>(app: A, bind: Bind, two_threads: bool) -> Running {
+    let executor = Arc::new(Executor::new());
+    let helper = two_threads.then(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        (helper_thread(executor.clone(), stop.clone()), stop)
+    });
+    let (ready_tx, ready) = mpsc::channel();
+    let (served_tx, served) = mpsc::channel();
+    let thread = thread::spawn(move || {
+        let (listener, addr) = match bind {
+            Bind::Async => {
+                let l = Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+                let addr = l.get_ref().local_addr().unwrap();
+                (Listener::from(l), Some(addr))
+            }
+            Bind::StdTcp => {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = l.local_addr().unwrap();
+                (Listener::from_std_tcp(l).unwrap(), Some(addr))
+            }
+            Bind::Unix(path) => {
+                let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+                (Listener::from_std_unix(l, Some(path)).unwrap(), None)
+            }
+        };
+        let server = Server::new(executor.clone(), app, config()).unwrap();
+        ready_tx.send((server.handle(), addr)).unwrap();
+        async_io::block_on(executor.run(server.serve(vec![listener])));
+        served_tx.send(()).unwrap();
+    });
+    let (handle, addr) = ready.recv_timeout(READ_TIMEOUT).expect("the server never started");
+    Running { handle, addr, served, thread, helper }
+}
+
+impl Running {
+    fn connect(&self) -> Client<TcpStream> {
+        Client::new(TcpStream::connect(self.addr.unwrap()).unwrap())
+    }
+
+    /// Shuts the server down and asserts `serve` returns within `STOP_WITHIN`.
+    fn stop(self) {
+        let stopping = Instant::now();
+        self.handle.shutdown();
+        self.served.recv_timeout(STOP_WITHIN).expect("serve did not return after shutdown");
+        assert!(stopping.elapsed() < STOP_WITHIN, "{:?}", stopping.elapsed());
+        self.join();
+    }
+
+    /// Joins the server thread (after `serve` returned) and the helper thread.
+    fn join(self) {
+        self.thread.join().unwrap();
+        if let Some((helper, stop)) = self.helper {
+            stop.store(true, Ordering::Release);
+            helper.join().unwrap();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client: blocking, every read with a timeout
+
+trait Conn: Read + Write {
+    fn set_timeouts(&self);
+}
+
+impl Conn for TcpStream {
+    fn set_timeouts(&self) {
+        self.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        self.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+    }
+}
+
+impl Conn for UnixStream {
+    fn set_timeouts(&self) {
+        self.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        self.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+    }
+}
+
+struct Response {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn status_line(&self) -> &str {
+        self.head.lines().next().unwrap_or_default()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// A 200 whose body is `body`.
+    fn assert_ok(&self, body: &[u8]) {
+        assert_eq!(self.status_line(), "HTTP/1.1 200 OK", "{}", self.head);
+        assert!(self.body == body, "{}: body of {} bytes differs", self.head, self.body.len());
+    }
+}
+
+struct Client<S> {
+    s: S,
+    buf: Vec<u8>,
+    deadline: Instant,
+}
+
+impl<S: Conn> Client<S> {
+    fn new(s: S) -> Client<S> {
+        s.set_timeouts();
+        Client { s, buf: Vec::new(), deadline: Instant::now() + DEADLINE }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    /// Reads what the socket has into the buffer; `false` at the end of the stream.
+    fn read_more(&mut self) -> bool {
+        assert!(Instant::now() < self.deadline, "client deadline passed");
+        let mut chunk = vec![0; 64 << 10];
+        let n = self.s.read(&mut chunk).unwrap();
+        self.buf.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    fn more(&mut self) {
+        assert!(self.read_more(), "connection closed; unparsed: {:?}", self.text());
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)]).into_owned()
+    }
+
+    /// Takes bytes up to and including the first `delimiter`, without it.
+    fn until(&mut self, delimiter: &[u8]) -> Vec<u8> {
+        loop {
+            if let Some(at) = self.buf.windows(delimiter.len()).position(|w| w == delimiter) {
+                let taken = self.buf.drain(..at + delimiter.len()).take(at).collect();
+                return taken;
+            }
+            self.more();
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            self.more();
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Reads one response, framed by Content-Length or chunked (neither: no body, as a 1xx).
+    fn response(&mut self) -> Response {
+        let head = String::from_utf8(self.until(b"\r\n\r\n")).unwrap();
+        let mut response = Response { head, body: Vec::new() };
+        if let Some(length) = response.header("Content-Length") {
+            response.body = self.take(length.parse().unwrap());
+        } else if response.header("Transfer-Encoding") == Some("chunked") {
+            loop {
+                let line = String::from_utf8(self.until(b"\r\n")).unwrap();
+                let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16);
+                let size = size.unwrap();
+                if size == 0 {
+                    while !self.until(b"\r\n").is_empty() {}
+                    break;
+                }
+                response.body.extend(self.take(size));
+                assert_eq!(self.take(2), b"\r\n");
+            }
+        }
+        response
+    }
+
+    fn responses(&mut self, n: usize) -> Vec<Response> {
+        (0..n).map(|_| self.response()).collect()
+    }
+
+    /// Asserts the server closes the connection with nothing more to say.
+    fn assert_closed(&mut self) {
+        while self.read_more() {}
+        assert!(self.buf.is_empty(), "unexpected bytes before the close: {:?}", self.text());
+    }
+}
+
+/// A fresh directory under the system's temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let path =
+            std::env::temp_dir().join(format!("adapter-smol-test-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+
+#[test]
+fn keep_alive_answers_each_request_in_order_on_one_connection() {
+    let server = start(app, Bind::Async, false);
+    let mut c = server.connect();
+    for path in ["/a", "/b", "/c"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        let r = c.response();
+        r.assert_ok(format!("GET {path}\n").as_bytes());
+        assert_eq!(r.header("Connection"), None, "{}", r.head);
+        assert!(r.header("Date").is_some(), "{}", r.head);
+    }
+    // A response without a Content-Length is chunked, and the connection stays open.
+    c.send(b"GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.header("Transfer-Encoding"), Some("chunked"), "{}", r.head);
+    r.assert_ok(b"one,two,three");
+    c.send(b"GET /d HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.response().assert_ok(b"GET /d\n");
+    server.stop();
+}
+
+#[test]
+fn pipelined_requests_in_one_write_are_answered_in_order() {
+    let server = start(app, Bind::StdTcp, true);
+    let mut c = server.connect();
+    c.send(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let got = c.responses(3);
+    got[0].assert_ok(b"GET /a\n");
+    got[1].assert_ok(b"POST /b\nhello");
+    got[2].assert_ok(b"one,two,three");
+    // Still open afterwards.
+    c.send(b"GET /e HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.response().assert_ok(b"GET /e\n");
+    server.stop();
+}
+
+#[test]
+fn a_1_mib_upload_with_content_length_is_echoed_intact() {
+    let server = start(app, Bind::Async, false);
+    let mut c = server.connect();
+    let data = pattern(1 << 20);
+    c.send(
+        format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", data.len())
+            .as_bytes(),
+    );
+    // The first pieces come slowly, so the app thread finds the socket empty and waits on the
+    // connection's task for bytes.
+    for (i, piece) in data.chunks(64 << 10).enumerate() {
+        if i < 4 {
+            thread::sleep(Duration::from_millis(30));
+        }
+        c.send(piece);
+    }
+    let mut expected = b"POST /up\n".to_vec();
+    expected.extend_from_slice(&data);
+    c.response().assert_ok(&expected);
+    // The connection is kept for the next request.
+    c.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.response().assert_ok(b"GET /after\n");
+    server.stop();
+}
+
+#[test]
+fn a_chunked_upload_is_echoed_intact() {
+    let server = start(app, Bind::Async, true);
+    let mut c = server.connect();
+    let data = pattern(1 << 20);
+    c.send(b"PUT /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    // Chunks of uneven sizes, the first ones slowly.
+    for (i, piece) in data.chunks(100_000).enumerate() {
+        if i < 4 {
+            thread::sleep(Duration::from_millis(30));
+        }
+        c.send(format!("{:x}\r\n", piece.len()).as_bytes());
+        c.send(piece);
+        c.send(b"\r\n");
+    }
+    c.send(b"0\r\n\r\n");
+    let mut expected = b"PUT /up\n".to_vec();
+    expected.extend_from_slice(&data);
+    c.response().assert_ok(&expected);
+    c.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.response().assert_ok(b"GET /after\n");
+    server.stop();
+}
+
+#[test]
+fn an_8_mib_response_read_slowly_arrives_intact() {
+    let (sent_tx, sent) = mpsc::channel();
+    let server = start(
+        move |job: Job| {
+            let big = job.environ.get("PATH_INFO") == Some("/big");
+            app(job);
+            if big {
+                sent_tx.send(()).unwrap();
+            }
+        },
+        Bind::Async,
+        false,
+    );
+    let mut c = server.connect();
+    c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The socket buffers fill (a few MiB on loopback) and the app thread's writes would block:
+    // the rest is queued to the connection's task, and the app waits for the client.
+    thread::sleep(Duration::from_millis(300));
+    assert!(sent.try_recv().is_err(), "8 MiB went out before the client read anything");
+    for _ in 0..8 {
+        c.more();
+        thread::sleep(Duration::from_millis(20));
+    }
+    let r = c.response();
+    assert_eq!(r.header("Content-Length"), Some(BIG.to_string().as_str()), "{}", r.head);
+    r.assert_ok(&pattern(BIG));
+    // The same connection serves the next request.
+    c.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.response().assert_ok(b"GET /after\n");
+    server.stop();
+}
+
+#[test]
+fn expect_100_continue_gets_the_interim_response_when_the_app_reads() {
+    let server = start(app, Bind::Async, true);
+    let mut c = server.connect();
+    c.send(b"POST /ask HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    let interim = c.response();
+    assert_eq!(interim.head, "HTTP/1.1 100 Continue");
+    assert!(c.buf.is_empty(), "more than the interim response: {:?}", c.text());
+    c.send(b"hello");
+    c.response().assert_ok(b"POST /ask\nhello");
+    server.stop();
+}
+
+#[test]
+fn shutdown_lets_the_slow_request_in_flight_finish_with_connection_close() {
+    let (started_tx, started) = mpsc::channel();
+    let server = start(
+        move |job: Job| {
+            if job.environ.get("PATH_INFO") == Some("/slow") {
+                started_tx.send(()).unwrap();
+            }
+            app(job);
+        },
+        Bind::Async,
+        true,
+    );
+    // An idle kept-alive connection is closed at shutdown.
+    let mut idle = server.connect();
+    idle.send(b"GET /warm HTTP/1.1\r\nHost: x\r\n\r\n");
+    idle.response().assert_ok(b"GET /warm\n");
+
+    let mut c = server.connect();
+    c.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    started.recv_timeout(READ_TIMEOUT).expect("the request never reached the app");
+    let addr = server.addr.unwrap();
+    let stopping = Instant::now();
+    server.handle.shutdown();
+    let r = c.response();
+    r.assert_ok(b"GET /slow\n");
+    assert_eq!(r.header("Connection"), Some("close"), "{}", r.head);
+    c.assert_closed();
+    idle.assert_closed();
+    server.served.recv_timeout(STOP_WITHIN).expect("serve did not return after shutdown");
+    assert!(stopping.elapsed() < STOP_WITHIN, "{:?}", stopping.elapsed());
+    server.join();
+    assert!(TcpStream::connect(addr).is_err(), "still accepting after shutdown");
+}
+
+#[test]
+fn serve_connection_serves_one_accepted_stream_until_it_closes() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (served_tx, served) = mpsc::channel();
+    let thread = thread::spawn(move || {
+        let executor = Arc::new(Executor::new());
+        let server = Server::new(executor.clone(), app, config()).unwrap();
+        let listener = Async::new(listener).unwrap();
+        async_io::block_on(executor.run(async {
+            let (stream, _) = listener.accept().await.unwrap();
+            server.serve_connection(stream).await;
+        }));
+        served_tx.send(()).unwrap();
+    });
+    let mut c = Client::new(TcpStream::connect(addr).unwrap());
+    let me = c.s.local_addr().unwrap();
+    c.send(
+        b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    let got = c.responses(2);
+    got[0].assert_ok(format!("{}:{}", me.ip(), me.port()).as_bytes());
+    got[1].assert_ok(b"POST /p\nhi");
+    assert!(served.try_recv().is_err(), "serve_connection returned while the client was there");
+    c.send(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = c.response();
+    r.assert_ok(b"GET /last\n");
+    assert_eq!(r.header("Connection"), Some("close"), "{}", r.head);
+    c.assert_closed();
+    served.recv_timeout(STOP_WITHIN).expect("serve_connection did not return after the close");
+    thread.join().unwrap();
+}
+
+#[test]
+fn a_unix_socket_listener_serves_and_its_path_is_removed() {
+    let dir = TempDir::new();
+    let path = dir.0.join("wsgi.sock");
+    let server = start(app, Bind::Unix(path.clone()), false);
+    let mut c = Client::new(UnixStream::connect(&path).unwrap());
+    c.send(b"GET /u HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.response();
+    r.assert_ok(b"GET /u\n");
+    c.send(b"POST /v HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+    c.response().assert_ok(b"POST /v\nabc");
+    // No peer address on a Unix socket.
+    c.send(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.response().assert_ok(b":");
+    drop(c);
+    server.stop();
+    // The listener, given its path, removes it when dropped with the executor.
+    assert!(!path.exists(), "the socket file outlived the server");
+}
