@@ -198,7 +198,10 @@ impl<R: Runtime> Server<R> {
     /// An error spawning a thread.
     pub fn new<A: Application>(runtime: R, app: A, config: ServerConfig) -> std::io::Result<Self> {
         let threads = config.threads.max(1);
-        let (jobs, next) = async_channel::bounded::<Job>(threads);
+        // Unbounded, yet bounded by the connections: each has at most one job queued. A bounded
+        // queue made connection tasks wait on each other for a slot (a wake per request);
+        // measured: 53k → 100k hello requests/s with 4 app threads.
+        let (jobs, next) = async_channel::unbounded::<Job>();
         let app = Arc::new(app);
         for i in 0..threads {
             let app = app.clone();
