@@ -158,7 +158,7 @@ async fn exchange<R: Runtime, S: Socket>(
     let log = shared.config.access_log.is_some().then(|| Box::new(AccessEntry::new(&environ)));
     let io = ChannelIo::new(conn, socket.clone(), link, shared.clone(), log, peer);
     let job = Job { environ, io: Box::new(io) };
-    // Waits while every app thread is busy and the queue is full.
+    // The queue is unbounded (one job per connection at most): this never waits.
     if shared.jobs.send(job).await.is_err() {
         return None;
     }
