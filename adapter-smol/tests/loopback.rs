@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -28,6 +28,10 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// How long `serve` may take to return after `shutdown`.
 const STOP_WITHIN: Duration = Duration::from_secs(5);
 const BIG: usize = 8 << 20;
+/// `/stream-drop`: 1 MiB pieces sent, and how far the app got (1: `send_end` returned, 2: the
+/// job was dropped).
+const STREAM_PIECES: usize = 24;
+static STREAM_STAGE: AtomicUsize = AtomicUsize::new(0);
 
 // ---------------------------------------------------------------------------------------------
 // The application
@@ -69,6 +73,24 @@ fn app(mut job: Job) {
             }
             job.io.send_end().unwrap();
         }
+        "/no-head" => {
+            // Ends a response whose head never went: refused, and the connection is aborted.
+            assert!(job.io.send_end().is_err());
+        }
+        "/ignore-body" => respond(&mut job, b"ignored"),
+        "/stream-drop" => {
+            let head = ResponseHead::from_wsgi("200 OK", [("Content-Type", "x/y")]).unwrap();
+            job.io.send_head(&head).unwrap();
+            for _ in 0..STREAM_PIECES {
+                if job.io.send_body(&[b'z'; 1 << 20]).is_err() {
+                    return;
+                }
+            }
+            let _ = job.io.send_end();
+            STREAM_STAGE.store(1, Ordering::SeqCst);
+            drop(job);
+            STREAM_STAGE.store(2, Ordering::SeqCst);
+        }
         "/peer" => {
             let peer = format!(
                 "{}:{}",
@@ -108,6 +130,8 @@ fn config() -> ServerConfig {
     let mut config = ServerConfig::default();
     config.threads = 2;
     config.graceful_timeout = Duration::from_secs(10);
+    // A client that stops sending while its unread body is drained is given up on after this.
+    config.io_timeout = Duration::from_secs(2);
     config
 }
 
@@ -568,4 +592,81 @@ fn a_unix_socket_listener_serves_and_its_path_is_removed() {
     server.stop();
     // The listener, given its path, removes it when dropped with the executor.
     assert!(!path.exists(), "the socket file outlived the server");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions found in review
+
+#[test]
+fn a_response_ended_without_its_head_is_aborted_and_the_server_stays_responsive() {
+    let server = start(app, Bind::Async, false);
+    let mut c = server.connect();
+    c.send(b"GET /no-head HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.assert_closed();
+    drop(c);
+    // The aborted connection left nothing spinning: others are served, and the server stops.
+    let mut other = server.connect();
+    other.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+    other.response().assert_ok(b"GET /after\n");
+    drop(other);
+    server.stop();
+}
+
+#[test]
+fn dropping_a_finished_job_never_waits_for_a_slow_reader() {
+    let server = start(app, Bind::Async, false);
+    let mut c = server.connect();
+    c.send(b"GET /stream-drop HTTP/1.1\r\nHost: x\r\n\r\n");
+    // Read slowly until the app's `send_end` returned: its last pieces are then still queued.
+    let deadline = Instant::now() + DEADLINE;
+    while STREAM_STAGE.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "send_end never returned");
+        let mut chunk = vec![0; 64 << 10];
+        let n = c.s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Not reading any more: dropping the job must not wait for the client.
+    let dropped_by = Instant::now() + STOP_WITHIN;
+    while STREAM_STAGE.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < dropped_by, "dropping the job waited for the client");
+        thread::sleep(Duration::from_millis(5));
+    }
+    drop(c);
+    server.stop();
+}
+
+#[test]
+fn an_unread_body_is_drained_only_while_the_client_keeps_sending() {
+    let server = start(app, Bind::Async, false);
+    let mut c = server.connect();
+    // 10 of the 1,000 bytes announced, then silence: after the response the server drains the
+    // body, and gives up on the client after `io_timeout` (2 s here).
+    c.send(b"POST /ignore-body HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789");
+    c.response().assert_ok(b"ignored");
+    c.assert_closed();
+    server.stop();
+}
+
+#[test]
+fn a_connection_that_comes_after_the_shutdown_gets_a_moment_not_the_head_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (served_tx, served) = mpsc::channel();
+    let thread = thread::spawn(move || {
+        let executor = Arc::new(Executor::new());
+        let server = Server::new(executor.clone(), app, config()).unwrap();
+        server.handle().shutdown();
+        let listener = Async::new(listener).unwrap();
+        async_io::block_on(executor.run(async {
+            let (stream, _) = listener.accept().await.unwrap();
+            server.serve_connection(stream).await;
+        }));
+        served_tx.send(()).unwrap();
+    });
+    // A client that says nothing: the head timeout is 30 s, the shutdown grace 1 s.
+    let mut c = Client::new(TcpStream::connect(addr).unwrap());
+    served.recv_timeout(STOP_WITHIN).expect("the late connection was kept past the grace");
+    c.assert_closed();
+    thread.join().unwrap();
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo};
+use wsgi_core::{
+    AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo, UsageError,
+};
 
 use wsgi_driver::{AccessEntry, with_read_buf};
 
@@ -223,10 +225,12 @@ impl AppIo for StdIo {
     }
 
     fn send_end(&mut self) -> Result<(), AppIoError> {
-        self.ended = true;
         let mut out = std::mem::take(&mut self.out);
         let ended = self.conn()?.conn.send_end(Instant::now(), &mut out);
         self.out = out;
+        // Ended, or short of its Content-Length (the connection then closes by itself); any
+        // other refusal (no head sent) leaves it to be aborted.
+        self.ended = matches!(ended, Ok(()) | Err(UsageError::BodyTooShort { .. }));
         let flushed = self.flush();
         ended?;
         flushed

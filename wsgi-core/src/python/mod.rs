@@ -194,8 +194,10 @@ impl PyApplication {
             Err(e) => exchange.fail(py, "building the environ failed", Some(e)),
         }
         // After the dict is gone (unless the application kept it or its streams, whose late log
-        // lines then need the label).
-        exchange.release();
+        // lines then need the label). The connection is handed back without the GIL: a driver
+        // may flush or log as it lets go of it.
+        let io = exchange.release();
+        py.detach(move || drop(io));
     }
 }
 

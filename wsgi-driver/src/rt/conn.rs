@@ -34,10 +34,16 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
     let socket = Arc::new(accepted.socket);
     let mut conn = Connection::new(shared.config.core.clone(), Instant::now());
     let mut on_shutdown = shared.shutdown.listen();
-    let mut fresh_until: Option<Instant> = None;
+    // A connection whose task starts after the shutdown notice was given: treated as notified.
+    let mut fresh_until = shared.is_shutting_down().then(|| Instant::now() + FRESH_GRACE);
     let mut requests = 0_u64;
     let mut link: Option<Link> = None;
     let mut timer: Option<(Instant, Sleep)> = None;
+    // The client ended its side: nothing more can arrive, so waiting for bytes is pointless.
+    let mut eof = false;
+    // The last time the client sent something, for the `io_timeout` of a connection that has
+    // no protocol deadline (draining the unread rest of a request body).
+    let mut last_input = Instant::now();
     loop {
         conn.set_date(http_date());
         match conn.poll_event() {
@@ -50,12 +56,13 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
                     Some(back) => conn = back,
                     None => break,
                 }
+                last_input = Instant::now();
                 continue;
             }
             // A body nobody read is drained by the connection, not reported; nothing to do.
             Ok(Some(Event::Body(_) | Event::EndOfBody)) => continue,
             Ok(Some(Event::Closed)) => break,
-            Ok(None) if conn.is_closed() => break,
+            Ok(None) if conn.is_closed() || eof => break,
             Ok(None) => {}
             Err(e) => {
                 let mut out = Vec::new();
@@ -65,10 +72,11 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
             }
         }
         // Nothing to serve: wait for bytes, a deadline, or the shutdown.
-        let deadline = match (conn.poll_timeout(), fresh_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let io_limit = match conn.poll_timeout() {
+            Some(_) => None,
+            None => last_input.checked_add(shared.config.io_timeout),
         };
+        let deadline = [conn.poll_timeout(), fresh_until, io_limit].into_iter().flatten().min();
         // Timers are lazy: one armed for an earlier deadline is kept (when it fires, the
         // deadlines are checked and it is re-armed), so a busy kept-alive connection re-arms
         // about once per keep-alive period rather than once per request.
@@ -104,7 +112,9 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
             Wake::Readable(Ok(())) => {
                 let read = with_read_buf(|buf| {
                     socket.try_io(Direction::Read, || recv(&*socket, buf)).map(|n| {
+                        last_input = Instant::now();
                         if n == 0 {
+                            eof = true;
                             conn.handle_eof(Instant::now());
                         } else {
                             conn.handle_input(&buf[..n], Instant::now());
@@ -124,7 +134,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
             Wake::Deadline => {
                 timer = None;
                 let now = Instant::now();
-                if fresh_until.is_some_and(|f| f <= now) {
+                if fresh_until.is_some_and(|f| f <= now) || io_limit.is_some_and(|l| l <= now) {
                     break;
                 }
                 conn.handle_timeout(now);
@@ -170,47 +180,61 @@ async fn exchange<R: Runtime, S: Socket>(
             state.fail();
             return None;
         }
-        let message = future::or(async { link.up.recv().await.ok() }, async {
-            (&mut on_cut).await;
-            None
-        })
+        // Each message is handled in a race with the cut at the graceful timeout, so that a
+        // client trickling bytes cannot outlive the server's shutdown.
+        let step = future::or(
+            async {
+                // Cannot fail: the link holds a sender too.
+                let message = link.up.recv().await.ok()?;
+                Some(match message {
+                    Up::Write(bytes) => {
+                        if !failed && write_all(runtime, &**socket, &bytes, timeout).await.is_err()
+                        {
+                            failed = true;
+                            state.fail();
+                        }
+                        state.written();
+                        None
+                    }
+                    Up::WaitWritable => {
+                        let reply = if !failed && writable(runtime, &**socket, timeout).await {
+                            Down::Writable
+                        } else {
+                            Down::Failed
+                        };
+                        if link.down_tx.send(reply).await.is_err() {
+                            failed = true;
+                        }
+                        None
+                    }
+                    Up::Read => {
+                        let reply = if failed {
+                            Down::Failed
+                        } else {
+                            read_some(runtime, &**socket, timeout).await
+                        };
+                        if link.down_tx.send(reply).await.is_err() {
+                            failed = true;
+                        }
+                        None
+                    }
+                    Up::Done => Some(state.take_conn()),
+                })
+            },
+            async {
+                (&mut on_cut).await;
+                None
+            },
+        )
         .await;
-        let Some(message) = message else {
-            // Cut at the graceful timeout, or the app thread is gone.
-            state.fail();
-            return None;
-        };
-        match message {
-            Up::Write(bytes) => {
-                if !failed && write_all(runtime, &**socket, &bytes, timeout).await.is_err() {
-                    failed = true;
-                    state.fail();
-                }
-                state.queued.fetch_sub(1, Ordering::AcqRel);
+        match step {
+            // Cut at the graceful timeout.
+            None => {
+                state.fail();
+                return None;
             }
-            Up::File { file, offset, len } => {
-                if !failed
-                    && send_file(runtime, &**socket, &file, offset, len, timeout).await.is_err()
-                {
-                    failed = true;
-                    state.fail();
-                }
-                state.queued.fetch_sub(1, Ordering::AcqRel);
-            }
-            Up::Read => {
-                let reply = if failed {
-                    Down::Failed
-                } else {
-                    read_some(runtime, &**socket, timeout).await
-                };
-                if link.down_tx.send(reply).await.is_err() {
-                    failed = true;
-                }
-            }
-            Up::Done => {
-                let conn = state.take_conn();
-                return conn.filter(|c| !failed && !c.is_closed());
-            }
+            Some(None) => {}
+            Some(Some(conn)) => return conn.filter(|c| !failed && !c.is_closed()),
         }
     }
 }
@@ -255,34 +279,28 @@ pub(super) async fn write_all<R: Runtime, S: Socket>(
     Ok(())
 }
 
-/// Sends `len` bytes of `file` from `offset` with `sendfile`. A file shorter than promised is
-/// an error: the response cannot be completed.
-async fn send_file<R: Runtime, S: Socket>(
-    runtime: &R,
-    socket: &S,
-    file: &std::fs::File,
-    mut offset: u64,
-    len: u64,
-    timeout: Duration,
-) -> io::Result<()> {
-    let end = offset.saturating_add(len);
-    while offset < end {
-        let want = usize::try_from(end - offset).unwrap_or(usize::MAX).min(1 << 30);
-        let sent = socket.try_io(Direction::Write, || {
-            rustix::fs::sendfile(socket, file, Some(&mut offset), want).map_err(io::Error::from)
+/// Waits, at most `timeout`, until the socket can take bytes. The check goes through
+/// [`Socket::try_io`], so a stale readiness (tokio's cache) is cleared rather than trusted.
+async fn writable<R: Runtime, S: Socket>(runtime: &R, socket: &S, timeout: Duration) -> bool {
+    loop {
+        let checked = socket.try_io(Direction::Write, || {
+            let mut fds = [rustix::event::PollFd::new(socket, rustix::event::PollFlags::OUT)];
+            match rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())) {
+                Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+                Ok(_) => Ok(fds[0].revents()),
+                Err(e) => Err(e.into()),
+            }
         });
-        match sent {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => {}
+        match checked {
+            Ok(revents) => return !revents.intersects(rustix::event::PollFlags::ERR),
             Err(e) if would_block(&e) => {
                 if !ready(runtime, socket, Direction::Write, timeout).await {
-                    return Err(io::ErrorKind::TimedOut.into());
+                    return false;
                 }
             }
-            Err(e) => return Err(e),
+            Err(_) => return false,
         }
     }
-    Ok(())
 }
 
 /// Waits until `socket` may be ready for `direction`; `false` on a timeout or an error.
@@ -292,7 +310,9 @@ async fn ready<R: Runtime, S: Socket>(
     direction: Direction,
     timeout: Duration,
 ) -> bool {
-    let deadline = Instant::now() + timeout;
+    let Some(deadline) = Instant::now().checked_add(timeout) else {
+        return socket.ready(direction).await.is_ok();
+    };
     future::or(async { socket.ready(direction).await.is_ok() }, async {
         runtime.sleep_until(deadline).await;
         false

@@ -8,32 +8,37 @@ use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
-use wsgi_core::{AppIo, AppIoError, Connection, Event, ResponseHead};
+use event_listener::{Event as Notify, Listener as _};
+use wsgi_core::{AppIo, AppIoError, Connection, Event, ResponseHead, UsageError};
 
 use super::conn::{recv, send, would_block};
 use super::{Shared, Socket};
 use crate::{AccessEntry, with_read_buf};
 
-/// Messages queued for the task while the app thread owns the connection; at most this many
-/// (each one response piece) wait at once before the application blocks.
-const UP_CAPACITY: usize = 4;
+/// Writes queued for the task while the app thread owns the connection; at most this many (each
+/// one response piece) wait at once before the application blocks (backpressure).
+const MAX_QUEUED: usize = 4;
 
-/// From the app thread to the connection's task.
+/// From the app thread to the connection's task. The channel is unbounded so that `Done`
+/// never blocks; writes are bounded by [`MAX_QUEUED`] instead.
 pub(super) enum Up {
     /// Write these bytes (the socket would not take them right away).
     Write(Vec<u8>),
-    /// Send `len` bytes of `file` from `offset`.
-    File { file: std::fs::File, offset: u64, len: u64 },
+    /// Answer [`Down::Writable`] once everything queued is written and the socket can take more
+    /// (the app thread then sends a file itself: disk reads stay off the runtime's threads).
+    WaitWritable,
     /// Wait until the socket is readable and read what it has.
     Read,
     /// The exchange is over; the connection is in [`LinkState::conn`].
     Done,
 }
 
-/// From the connection's task to the app thread: the answer to [`Up::Read`].
+/// From the connection's task to the app thread: the answer to [`Up::Read`] or
+/// [`Up::WaitWritable`].
 pub(super) enum Down {
     Data(Vec<u8>),
     Eof,
+    Writable,
     Failed,
 }
 
@@ -46,11 +51,21 @@ pub(super) struct LinkState {
     pub(super) queued: AtomicUsize,
     /// The client is gone (a write failed or timed out): the response cannot be completed.
     failed: AtomicBool,
+    /// Notified when a queued write is done or the exchange fails.
+    progress: Notify,
 }
 
 impl LinkState {
+    /// Marks the client gone and wakes an app thread waiting to queue.
     pub(super) fn fail(&self) {
         self.failed.store(true, Ordering::Release);
+        self.progress.notify(usize::MAX);
+    }
+
+    /// Counts a queued write as done.
+    pub(super) fn written(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.progress.notify(usize::MAX);
     }
 
     fn is_failed(&self) -> bool {
@@ -73,14 +88,22 @@ pub(super) struct Link {
 
 impl Link {
     pub(super) fn new() -> Link {
-        let (up_tx, up) = async_channel::bounded(UP_CAPACITY);
+        let (up_tx, up) = async_channel::unbounded();
         let (down_tx, down_rx) = async_channel::bounded(1);
         let state = Arc::new(LinkState {
             conn: Mutex::new(None),
             queued: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
+            progress: Notify::new(),
         });
         Link { up, up_tx, down_tx, down_rx, state }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // The task is gone: an app thread still using the connection must not wait for it.
+        self.state.fail();
     }
 }
 
@@ -136,13 +159,39 @@ impl<S: Socket> ChannelIo<S> {
         AppIoError::Disconnected
     }
 
-    /// Queues a message for the task; blocks while the queue is full (backpressure).
-    fn queue(&mut self, message: Up) -> Result<(), AppIoError> {
-        self.state.queued.fetch_add(1, Ordering::AcqRel);
-        if self.up.send_blocking(message).is_err() {
+    /// Queues bytes for the task to write; blocks while [`MAX_QUEUED`] writes wait already
+    /// (backpressure: a client that does not read stops the application).
+    fn queue(&mut self, bytes: Vec<u8>) -> Result<(), AppIoError> {
+        let state = &self.state;
+        while state.queued.load(Ordering::Acquire) >= MAX_QUEUED && !state.is_failed() {
+            let listener = state.progress.listen();
+            if state.queued.load(Ordering::Acquire) < MAX_QUEUED || state.is_failed() {
+                break;
+            }
+            listener.wait();
+        }
+        if state.is_failed() {
             return Err(self.lost());
         }
-        Ok(())
+        state.queued.fetch_add(1, Ordering::AcqRel);
+        self.send(Up::Write(bytes))
+    }
+
+    /// Sends a message to the task (the channel is unbounded: this never waits).
+    fn send(&mut self, message: Up) -> Result<(), AppIoError> {
+        match self.up.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.lost()),
+        }
+    }
+
+    /// Asks the task something and waits for its answer.
+    fn ask(&mut self, message: Up) -> Result<Down, AppIoError> {
+        self.send(message)?;
+        match self.down.recv_blocking() {
+            Ok(Down::Failed) | Err(_) => Err(self.lost()),
+            Ok(answer) => Ok(answer),
+        }
     }
 
     /// Writes what the connection produced: straight to the socket while it takes bytes and
@@ -151,11 +200,13 @@ impl<S: Socket> ChannelIo<S> {
         if self.out.is_empty() {
             return Ok(());
         }
+        // `queued` first: the task marks a failure before it counts the failed write as done.
+        let queued = self.state.queued.load(Ordering::Acquire);
         if self.state.is_failed() {
             return Err(self.lost());
         }
         let mut written = 0;
-        if self.state.queued.load(Ordering::Acquire) == 0 {
+        if queued == 0 {
             while written < self.out.len() {
                 match send(&*self.socket, &self.out[written..]) {
                     Ok(n) => written += n,
@@ -175,7 +226,7 @@ impl<S: Socket> ChannelIo<S> {
             self.out.clear();
             rest
         };
-        self.queue(Up::Write(rest))
+        self.queue(rest)
     }
 
     /// Reads what the socket has into the connection: directly if it has bytes now, otherwise
@@ -203,15 +254,12 @@ impl<S: Socket> ChannelIo<S> {
             Ok(false) => {}
             Err(()) => return Err(self.lost()),
         }
-        if self.up.send_blocking(Up::Read).is_err() {
-            return Err(self.lost());
-        }
-        let answer = self.down.recv_blocking();
+        let answer = self.ask(Up::Read)?;
         let conn = self.conn()?;
         match answer {
-            Ok(Down::Data(bytes)) => conn.handle_input(&bytes, Instant::now()),
-            Ok(Down::Eof) => conn.handle_eof(Instant::now()),
-            Ok(Down::Failed) | Err(_) => return Err(self.lost()),
+            Down::Data(bytes) => conn.handle_input(&bytes, Instant::now()),
+            Down::Eof => conn.handle_eof(Instant::now()),
+            Down::Writable | Down::Failed => return Err(self.lost()),
         }
         Ok(())
     }
@@ -287,22 +335,28 @@ impl<S: Socket> AppIo for ChannelIo<S> {
         self.flush()?;
         let mut at = offset;
         let end = offset.saturating_add(external.send);
-        if self.state.queued.load(Ordering::Acquire) == 0 {
-            while at < end {
+        while at < end {
+            // `queued` first, as in `flush`.
+            let queued = self.state.queued.load(Ordering::Acquire);
+            if self.state.is_failed() {
+                return Err(self.lost());
+            }
+            if queued == 0 {
                 let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(1 << 30);
                 match rustix::fs::sendfile(&*self.socket, file, Some(&mut at), want) {
                     // The file is shorter than it was: the body cannot be completed.
                     Ok(0) => return Err(self.lost()),
-                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                    Err(rustix::io::Errno::AGAIN) => break,
+                    Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                    Err(rustix::io::Errno::AGAIN) => {}
                     Err(_) => return Err(self.lost()),
                 }
             }
-        }
-        if at < end {
-            // The socket is full: the task sends the rest when it can take it.
-            let Ok(file) = file.try_clone() else { return Err(self.lost()) };
-            self.queue(Up::File { file, offset: at, len: end - at })?;
+            // Writes are queued ahead, or the socket is full: the task says when it can take
+            // more. The file is sent here, on the app thread, before this returns.
+            match self.ask(Up::WaitWritable)? {
+                Down::Writable => {}
+                _ => return Err(self.lost()),
+            }
         }
         if let Some(log) = self.log.as_mut() {
             log.add_body(external.send);
@@ -313,10 +367,12 @@ impl<S: Socket> AppIo for ChannelIo<S> {
     }
 
     fn send_end(&mut self) -> Result<(), AppIoError> {
-        self.ended = true;
         let mut out = std::mem::take(&mut self.out);
         let ended = self.conn()?.send_end(Instant::now(), &mut out);
         self.out = out;
+        // Ended, or short of its Content-Length (the connection then closes by itself); any
+        // other refusal (no head sent) leaves it to be aborted.
+        self.ended = matches!(ended, Ok(()) | Err(UsageError::BodyTooShort { .. }));
         let flushed = self.flush();
         ended?;
         flushed
@@ -333,15 +389,18 @@ impl<S: Socket> Drop for ChannelIo<S> {
     fn drop(&mut self) {
         let _ = self.flush();
         let Some(mut conn) = self.conn.take() else { return };
-        if let (Some(log), Some(access_log)) = (&self.log, &self.shared.config.access_log) {
-            access_log(&log.record(self.peer));
-        }
         if !self.ended {
             // The application returned without ending its response: it cannot be completed.
             conn.abort();
         }
         *self.state.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
-        // The task may be gone (the connection was cut): then there is nobody to tell.
-        let _ = self.up.send_blocking(Up::Done);
+        // Never waits (the channel is unbounded). The task may be gone (the connection was
+        // cut): then there is nobody to tell.
+        let _ = self.up.try_send(Up::Done);
+        // Last, so that nothing the callback does can keep the connection from its task. The
+        // bytes queued for the task may still be on their way to the client.
+        if let (Some(log), Some(access_log)) = (&self.log, &self.shared.config.access_log) {
+            access_log(&log.record(self.peer));
+        }
     }
 }

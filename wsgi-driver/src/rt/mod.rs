@@ -245,7 +245,7 @@ impl<R: Runtime> Server<R> {
             }
             listener.await;
         }
-        let deadline = Instant::now() + shared.config.graceful_timeout;
+        let deadline = Instant::now().checked_add(shared.config.graceful_timeout);
         let drained = async {
             loop {
                 let listener = shared.drained.listen();
@@ -255,7 +255,10 @@ impl<R: Runtime> Server<R> {
                 listener.await;
             }
         };
-        future::or(drained, self.runtime.sleep_until(deadline)).await;
+        match deadline {
+            Some(deadline) => future::or(drained, self.runtime.sleep_until(deadline)).await,
+            None => drained.await,
+        }
         shared.cutting.store(true, Ordering::Release);
         shared.cut.notify(usize::MAX);
     }
@@ -274,6 +277,8 @@ impl<R: Runtime> Server<R> {
 
 impl<R: Runtime> Drop for Server<R> {
     fn drop(&mut self) {
+        // Dropped while serving (its `serve` future dropped, say): the listeners must stop.
+        self.handle().shutdown();
         // The app threads end when their queue closes.
         self.shared.jobs.close();
     }
