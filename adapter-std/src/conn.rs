@@ -10,7 +10,7 @@ use wsgi_core::{
     AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo, UsageError,
 };
 
-use wsgi_driver::{AccessEntry, with_read_buf};
+use wsgi_driver::{AccessEntry, read_available, with_read_buf};
 
 use crate::Shared;
 use crate::net::Stream;
@@ -156,7 +156,13 @@ impl AppIo for StdIo {
                 Ok(None) => with_read_buf(|buf| {
                     match c.stream.read(buf) {
                         Ok(0) => c.conn.handle_eof(Instant::now()),
-                        Ok(n) => c.conn.handle_input(&buf[..n], Instant::now()),
+                        Ok(n) => {
+                            c.conn.handle_input(&buf[..n], Instant::now());
+                            // What else has arrived makes the same piece.
+                            if read_available(&c.stream, &mut c.conn, buf).is_err() {
+                                return Err(AppIoError::Disconnected);
+                            }
+                        }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => return Err(AppIoError::Disconnected),
                     }

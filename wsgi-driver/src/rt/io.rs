@@ -13,7 +13,7 @@ use wsgi_core::{AppIo, AppIoError, Connection, Event, ResponseHead, UsageError};
 
 use super::conn::{recv, send, would_block};
 use super::{Shared, Socket};
-use crate::{AccessEntry, with_read_buf};
+use crate::{AccessEntry, read_available, with_read_buf};
 
 /// Writes queued for the task while the app thread owns the connection; at most this many (each
 /// one response piece) wait at once before the application blocks (backpressure).
@@ -244,7 +244,8 @@ impl<S: Socket> ChannelIo<S> {
             }
             Ok(n) => {
                 conn.handle_input(&buf[..n], Instant::now());
-                Ok(true)
+                // What else has arrived makes the same piece.
+                read_available(socket, conn, buf).map(|()| true).map_err(drop)
             }
             Err(e) if would_block(&e) => Ok(false),
             Err(_) => Err(()),
@@ -255,9 +256,15 @@ impl<S: Socket> ChannelIo<S> {
             Err(()) => return Err(self.lost()),
         }
         let answer = self.ask(Up::Read)?;
-        let conn = self.conn()?;
+        let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
         match answer {
-            Down::Data(bytes) => conn.handle_input(&bytes, Instant::now()),
+            Down::Data(bytes) => {
+                conn.handle_input(&bytes, Instant::now());
+                let socket = &*self.socket;
+                if with_read_buf(|buf| read_available(socket, conn, buf)).is_err() {
+                    return Err(self.lost());
+                }
+            }
             Down::Eof => conn.handle_eof(Instant::now()),
             Down::Writable | Down::Failed => return Err(self.lost()),
         }
