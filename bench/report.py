@@ -55,21 +55,34 @@ def read_meta(path):
 
 
 def read_results(path):
-    results = {}
+    """One entry per (server, scenario): the median of its measured runs by requests/s, with
+    the range of all its runs; or the reason when no run gave a figure."""
+    runs, reasons = {}, {}
     if not os.path.exists(path):
-        return results
+        return {}
     with open(path, encoding="utf-8") as f:
         for line in f:
             server, scenario, data, reason = (line.rstrip("\n").split("\t") + ["", "", ""])[:4]
-            entry = {"reason": reason}
-            if data:
-                wrk = json.loads(data)
-                seconds = wrk["duration_us"] / 1e6
-                good = wrk["requests"] - wrk["status_errors"]
-                entry.update(wrk, rps=good / seconds if seconds > 0 else 0.0,
-                              socket_errors=wrk["connect_errors"] + wrk["read_errors"]
-                              + wrk["write_errors"] + wrk["timeouts"])
-            results[(server, scenario)] = entry
+            key = (server, scenario)
+            if not data:
+                reasons.setdefault(key, reason)
+                continue
+            wrk = json.loads(data)
+            seconds = wrk["duration_us"] / 1e6
+            good = wrk["requests"] - wrk["status_errors"]
+            wrk.update(rps=good / seconds if seconds > 0 else 0.0,
+                       socket_errors=wrk["connect_errors"] + wrk["read_errors"]
+                       + wrk["write_errors"] + wrk["timeouts"])
+            runs.setdefault(key, []).append(wrk)
+    results = {}
+    for key in set(runs) | set(reasons):
+        measured = sorted(runs.get(key, []), key=lambda r: r["rps"])
+        if not measured:
+            results[key] = {"reason": reasons[key]}
+            continue
+        entry = dict(measured[(len(measured) - 1) // 2], reason="")
+        entry.update(runs=len(measured), low=measured[0]["rps"], high=measured[-1]["rps"])
+        results[key] = entry
     return results
 
 
@@ -149,7 +162,7 @@ def async_section(results, idle):
             verdicts += [g_ok, s_ok]
         verdicts.append(ok)
     met = sum(1 for v in verdicts if v)
-    lines += ["", f"**Async targets met: {met} of {len(verdicts)}.** The idle figure is "
+    lines += ["", f"**Async targets met: {met} of {len(verdicts)}** (medians). The idle figure is "
               "`bench/idle_rss.py`: the growth of the server's resident memory (supervisor and "
               "worker) after 10,000 connections each served one request and were kept alive, "
               "divided by 10,000."]
@@ -188,9 +201,11 @@ def build_section(meta, results, inproc, chart_rel, idle):
         "Measurements, not assertions: each figure is one wrk run on a shared 2-vCPU machine.")
     out("")
     out(f"One worker process each, the same apps (`bench/apps/`) and the same wrk load: "
-        f"`wrk -t2 -c<C> -d{meta['duration']}s --timeout 5s` after a {meta['warmup']} s warm-up "
-        f"run, to 127.0.0.1, each server on its own port and restarted for each app. wrk runs on "
-        f"the same 2 vCPUs as the server. Requests/s counts 2xx responses only.")
+        f"{meta.get('runs', '1')} runs of `wrk -t2 -c<C> -d{meta['duration']}s --timeout 5s` "
+        f"after a {meta['warmup']} s warm-up run, to 127.0.0.1, each server on its own port and "
+        f"restarted for each app. wrk runs on the same 2 vCPUs as the server. Each figure is "
+        f"the median run's requests/s (2xx responses only); the range of the runs follows the "
+        f"table. Runs on this machine vary by up to a factor of two, hence the median.")
     out("")
     header = ["scenario", "wrk load"] + [labels[s] for s in SERVERS] + [
         "wsgi-serve (std) ÷ granian", "target", "target met?"]
@@ -243,6 +258,17 @@ def build_section(meta, results, inproc, chart_rel, idle):
     met_count = sum(1 for _, ok, _ in verdicts if ok)
     na_count = sum(1 for _, ok, _ in verdicts if ok is None)
     na_text = f", {na_count} not measurable" if na_count else ""
+    ranges = []
+    for scenario, label, _, _ in SCENARIOS:
+        spans = []
+        for server in SERVERS:
+            entry = results.get((server, scenario), {})
+            if "rps" in entry:
+                spans.append(f"{server} {fmt_rps(entry['low'])}–{fmt_rps(entry['high'])}")
+        if spans:
+            ranges.append(f"{label}: " + ", ".join(spans))
+    out("Range of the runs (lowest–highest req/s): " + "; ".join(ranges) + ".")
+    out("")
     out(f"**Targets met: {met_count} of {len(verdicts)}{na_text}** ("
         + "; ".join(f"{name}: {value}, {'met' if ok else 'not met' if ok is False else 'n/a'}"
                     for name, ok, value in verdicts) + ").")
@@ -335,7 +361,8 @@ def chart(meta, results, inproc):
         f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{height}" fill="white"/>',
         f'<text x="12" y="22" font-size="15" font-weight="bold">Requests/s, one worker each '
-        f'(wrk -t2, {e(meta["duration"])} s per run; higher is better)</text>',
+        f'(wrk -t2, median of {e(meta.get("runs", "1"))} runs of {e(meta["duration"])} s; '
+        f'higher is better)</text>',
         f'<text x="12" y="40" fill="#555">{e(meta["date"])}; {e(meta["nproc"])} vCPUs '
         f'{e(meta["cpu"])}; each panel has its own scale; dashed: targets for wsgi-serve</text>',
     ]
