@@ -202,8 +202,8 @@ def build_section(meta, results, inproc, chart_rel, idle):
     out("")
     out(f"One worker process each, the same apps (`bench/apps/`) and the same wrk load: "
         f"{meta.get('runs', '1')} runs of `wrk -t2 -c<C> -d{meta['duration']}s --timeout 5s` "
-        f"after a {meta['warmup']} s warm-up run, to 127.0.0.1, each server on its own port and "
-        f"restarted for each app. wrk runs on the same 2 vCPUs as the server. Each figure is "
+        f"after a {meta['warmup']} s warm-up run, to 127.0.0.1, all servers up at once for each "
+        f"app (each on its own port) and the runs round-robin over them. wrk runs on the same 2 vCPUs as the server. Each figure is "
         f"the median run's requests/s (2xx responses only); the range of the runs follows the "
         f"table. Runs on this machine vary by up to a factor of two, hence the median.")
     out("")
