@@ -32,6 +32,9 @@ pub enum Event {
 /// The driver stops reading when this much input is buffered and not yet turned into events.
 const READ_HIGH_WATER: usize = 64 * 1024;
 
+/// The input buffer a connection starts with, and returns to when idle after growing.
+const INITIAL_BUFFER: usize = 4096;
+
 /// The server side of one HTTP/1.1 connection, without I/O.
 ///
 /// Inputs: [`handle_input`](Self::handle_input), [`handle_eof`](Self::handle_eof),
@@ -45,6 +48,8 @@ pub struct Connection {
     config: Config,
     state: State,
     buf: BytesMut,
+    /// `buf` outgrew [`INITIAL_BUFFER`] since the connection was last idle.
+    grown: bool,
     scanner: HeadScanner,
     date: Option<HttpDate>,
 }
@@ -56,7 +61,8 @@ impl Connection {
         Connection {
             config,
             state: State::new(now),
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::with_capacity(INITIAL_BUFFER),
+            grown: false,
             scanner: HeadScanner::default(),
             date: None,
         }
@@ -78,6 +84,7 @@ impl Connection {
         if self.between_requests() && self.state.head_start.is_none() {
             self.state.head_start = Some(now);
         }
+        self.grown |= self.buf.capacity() - self.buf.len() < bytes.len();
         self.buf.extend_from_slice(bytes);
     }
 
@@ -172,7 +179,16 @@ impl Connection {
                 self.poll_event()
             }
             Ok(None) if self.state.eof => Err(self.fail(ProtocolError::IncompleteHead)),
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                // Waiting for a head with nothing buffered: a buffer that grew for a body or a
+                // burst of pipelined requests is let go, so an idle connection costs its first
+                // few KiB again rather than the most it ever held.
+                if self.grown && self.buf.is_empty() {
+                    self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
+                    self.grown = false;
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -404,5 +420,51 @@ impl Connection {
 
     fn between_requests(&self) -> bool {
         matches!((&self.state.read, &self.state.write), (Read::Head, Write::Idle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+    use crate::response::ResponseHead;
+
+    #[test]
+    fn an_idle_connection_lets_go_of_a_buffer_grown_for_a_body() {
+        let now = Instant::now();
+        let mut conn = Connection::new(Config::default(), now);
+        let body = vec![b'x'; 200_000];
+        let head = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+        conn.handle_input(head.as_bytes(), now);
+        conn.handle_input(&body, now);
+        assert!(conn.grown);
+        let mut got = 0;
+        loop {
+            match conn.poll_event().unwrap() {
+                Some(Event::Request(_)) => {}
+                Some(Event::Body(piece)) => got += piece.len(),
+                Some(Event::EndOfBody) => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, body.len());
+        let mut out = Vec::new();
+        let response = ResponseHead::from_wsgi("204 No Content", [("X", "y")]).unwrap();
+        conn.send_head(&response, &mut out).unwrap();
+        conn.send_end(now, &mut out).unwrap();
+        assert!(conn.poll_event().unwrap().is_none());
+        assert!(conn.is_idle());
+        assert_eq!(conn.buf.capacity(), INITIAL_BUFFER);
+        assert!(!conn.grown);
+    }
+
+    #[test]
+    fn small_requests_keep_their_buffer() {
+        let now = Instant::now();
+        let mut conn = Connection::new(Config::default(), now);
+        conn.handle_input(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
+        assert!(matches!(conn.poll_event().unwrap(), Some(Event::Request(_))));
+        assert!(!conn.grown);
     }
 }

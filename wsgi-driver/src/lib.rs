@@ -168,28 +168,26 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// reaches the application as one body piece (in the Python bridge, one release of the GIL per
 /// piece rather than one per read).
 ///
-/// # Errors
-///
-/// The socket failed (the client is gone).
+/// The reads are opportunistic: a socket error ends them like the end of the stream, so bytes
+/// already received (a complete body from a client that then reset the connection) are still
+/// delivered, and a body left incomplete fails as such.
 pub fn read_available(
     socket: impl std::os::fd::AsFd,
     conn: &mut wsgi_core::Connection,
     buf: &mut [u8],
-) -> std::io::Result<()> {
+) {
     use rustix::io::Errno;
     while conn.wants_read() {
         match rustix::net::recv(&socket, &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
-            Ok((0, _)) => {
+            Ok((n, _)) if n > 0 => conn.handle_input(&buf[..n], Instant::now()),
+            Err(Errno::AGAIN) => break,
+            Err(Errno::INTR) => {}
+            Ok(_) | Err(_) => {
                 conn.handle_eof(Instant::now());
                 break;
             }
-            Ok((n, _)) => conn.handle_input(&buf[..n], Instant::now()),
-            Err(Errno::AGAIN) => break,
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
 }
 
 /// Runs `f` with this thread's read buffer of [`READ_CHUNK`] bytes: one allocation per thread,

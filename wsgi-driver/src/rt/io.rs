@@ -245,7 +245,8 @@ impl<S: Socket> ChannelIo<S> {
             Ok(n) => {
                 conn.handle_input(&buf[..n], Instant::now());
                 // What else has arrived makes the same piece.
-                read_available(socket, conn, buf).map(|()| true).map_err(drop)
+                read_available(socket, conn, buf);
+                Ok(true)
             }
             Err(e) if would_block(&e) => Ok(false),
             Err(_) => Err(()),
@@ -261,9 +262,7 @@ impl<S: Socket> ChannelIo<S> {
             Down::Data(bytes) => {
                 conn.handle_input(&bytes, Instant::now());
                 let socket = &*self.socket;
-                if with_read_buf(|buf| read_available(socket, conn, buf)).is_err() {
-                    return Err(self.lost());
-                }
+                with_read_buf(|buf| read_available(socket, conn, buf));
             }
             Down::Eof => conn.handle_eof(Instant::now()),
             Down::Writable | Down::Failed => return Err(self.lost()),
