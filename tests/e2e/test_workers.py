@@ -71,3 +71,26 @@ def test_sighup_replaces_the_workers_without_refusing_a_connection(start_server)
     assert results and not failures, f"{len(failures)} of {len(results)} failed: {failures[:3]}"
     assert "SIGHUP: starting new workers" in server.read_error_log()
     assert server.stop() == 0
+
+
+def test_max_requests_replaces_the_worker_without_failing_a_request(start_server):
+    server = start_server("max-requests", app="conformance:application", chdir=APPS,
+                          extra=["--workers", "1", "--max-requests", "10",
+                                 "--max-requests-jitter", "5"])
+    assert wait_until(lambda: len(workers_of(server)) == 1), server.logs()
+    seen = set(workers_of(server))
+    statuses = []
+    deadline = time.monotonic() + 60
+    # Enough requests for at least two restarts (each worker serves 10 to 15; the first also
+    # served the readiness probe).
+    for _ in range(40):
+        assert time.monotonic() < deadline
+        r = requests.get(server.url("/fixed"), headers={"Connection": "close"}, timeout=TIMEOUT)
+        statuses.append(r.status_code)
+        seen.update(workers_of(server))
+    assert statuses == [200] * 40
+    log = server.wait_error_log("(--max-requests): restarting")
+    restarts = log.count("(--max-requests): restarting")
+    assert restarts >= 2, log
+    assert wait_until(lambda: len(workers_of(server)) == 1), server.logs()
+    assert len(seen) >= 3, (seen, log)

@@ -78,6 +78,16 @@ struct Cli {
     #[arg(long = "keep-alive", value_name = "SECONDS", default_value_t = 2)]
     keep_alive: u64,
 
+    /// Requests a worker serves before it is replaced by a fresh one (0: never). The old worker
+    /// finishes its requests in flight; connections queue for the new one meanwhile.
+    #[arg(long = "max-requests", value_name = "INT", default_value_t = 0)]
+    max_requests: u64,
+
+    /// Adds a random 0..=INT to each worker's --max-requests, so workers do not all restart at
+    /// once.
+    #[arg(long = "max-requests-jitter", value_name = "INT", default_value_t = 0)]
+    max_requests_jitter: u64,
+
     /// Seconds a client has to send a complete request head (from its connection, or from the
     /// first byte of a kept-alive request); past it the client gets 408 and is disconnected.
     /// This is what cuts slow-header (slowloris) clients.
@@ -246,8 +256,24 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
     config.root_path = cli.root_path.clone();
     config.io_timeout = Duration::from_secs(cli.timeout.max(1));
     config.graceful_timeout = Duration::from_secs(cli.graceful_timeout);
-    if let Some(file) = access_log {
-        config.access_log = Some(Arc::new(move |record| file.write(record)));
+    let limit = request_limit(cli.max_requests, cli.max_requests_jitter);
+    if access_log.is_some() || limit.is_some() {
+        let served = std::sync::atomic::AtomicU64::new(0);
+        let log = log.clone();
+        config.access_log = Some(Arc::new(move |record| {
+            if let Some(file) = &access_log {
+                file.write(record);
+            }
+            let count = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if limit == Some(count) {
+                // The same graceful stop as SIGTERM; the supervisor then starts a fresh worker.
+                log.info(&format!("served {count} requests (--max-requests): restarting"));
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::TERM,
+                );
+            }
+        }));
     }
 
     let signals = signal_hook::iterator::Signals::new([
@@ -389,6 +415,17 @@ fn inherited_listeners(cli: &Cli) -> Result<Vec<Listener>, String> {
     Ok(listeners)
 }
 
+/// This worker's request limit: `max` plus a random share of `jitter`; `None` when `max` is 0.
+fn request_limit(max: u64, jitter: u64) -> Option<u64> {
+    use std::hash::{BuildHasher, Hasher};
+    if max == 0 {
+        return None;
+    }
+    // std's randomly seeded hasher: a different draw in each worker, without a random crate.
+    let draw = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    Some(max.saturating_add(draw % jitter.saturating_add(1)))
+}
+
 /// Raises the soft limit on open files to the hard limit, as servers do: each connection is a
 /// descriptor, and the usual soft limit of 1024 would cap a worker at about a thousand clients.
 fn raise_open_files_limit() {
@@ -435,4 +472,20 @@ fn hello_app(options: PyOptions) -> Result<PyApplication, String> {
         PyApplication::new(py, app, "hello:application", options)
     })
     .map_err(|e| format!("cannot create the hello app: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_limit;
+
+    #[test]
+    fn request_limit_adds_a_jitter_within_its_bound() {
+        assert_eq!(request_limit(0, 50), None);
+        assert_eq!(request_limit(100, 0), Some(100));
+        let draws: Vec<u64> = (0..200).filter_map(|_| request_limit(100, 5)).collect();
+        assert_eq!(draws.len(), 200);
+        assert!(draws.iter().all(|d| (100..=105).contains(d)), "{draws:?}");
+        // Random: not all the same over 200 draws.
+        assert!(draws.iter().any(|d| *d != draws[0]), "{draws:?}");
+    }
 }
