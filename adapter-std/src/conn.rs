@@ -39,6 +39,7 @@ pub(crate) enum Step {
 impl Conn {
     /// Reads what the socket has without blocking and returns the next request, if any.
     pub(crate) fn advance(mut self, shared: &Arc<Shared>) -> Step {
+        let mut received = false;
         let closed = with_read_buf(|buf| {
             while self.conn.wants_read() {
                 // MSG_DONTWAIT: this read alone does not block; the socket stays blocking for
@@ -48,7 +49,10 @@ impl Conn {
                         self.conn.handle_eof(Instant::now());
                         return false;
                     }
-                    Ok((n, _)) => self.conn.handle_input(&buf[..n], Instant::now()),
+                    Ok((n, _)) => {
+                        received = true;
+                        self.conn.handle_input(&buf[..n], Instant::now());
+                    }
                     Err(rustix::io::Errno::AGAIN) => return false,
                     Err(rustix::io::Errno::INTR) => {}
                     Err(_) => return true,
@@ -59,7 +63,10 @@ impl Conn {
         if closed {
             return Step::Closed;
         }
-        if shared.is_shutting_down() {
+        // During a shutdown what arrives is answered with `Connection: close`; a connection
+        // that received nothing (a spurious wake-up) is left to the poller, which gives a fresh
+        // one its moment and closes a kept-alive one.
+        if shared.is_shutting_down() && (received || self.requests > 0) {
             self.conn.shutdown();
         }
         self.conn.set_date(shared.date());

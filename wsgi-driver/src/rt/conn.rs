@@ -122,13 +122,13 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
                     })
                 });
                 match read {
+                    // Whatever arrives during a shutdown is answered with `Connection: close`.
+                    // Only after bytes came: on a spurious wake-up the connection would look
+                    // idle and close, under a request that is on its way.
+                    Ok(()) if shared.is_shutting_down() => conn.shutdown(),
                     Ok(()) => {}
                     Err(e) if would_block(&e) => {}
                     Err(_) => break,
-                }
-                if shared.is_shutting_down() {
-                    // Whatever arrives now is answered with `Connection: close`.
-                    conn.shutdown();
                 }
             }
             Wake::Deadline => {
