@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use wsgi_core::{
-    AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo, UsageError,
-};
+use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo};
 
-use wsgi_driver::{AccessEntry, read_available, with_read_buf};
+use wsgi_driver::{BodyStep, Exchange, read_available, with_read_buf};
 
 use crate::Shared;
 use crate::net::Stream;
@@ -75,18 +73,8 @@ impl Conn {
                 Ok(Some(Event::Request(head))) => {
                     self.requests += 1;
                     let environ = Environ::new(&head, &self.info);
-                    let log = shared
-                        .config
-                        .access_log
-                        .is_some()
-                        .then(|| Box::new(AccessEntry::new(&environ)));
-                    let io = StdIo {
-                        conn: Some(self),
-                        shared: shared.clone(),
-                        out: Vec::new(),
-                        ended: false,
-                        log,
-                    };
+                    let ex = Exchange::new(&environ, shared.config.access_log.is_some());
+                    let io = StdIo { conn: Some(self), shared: shared.clone(), ex };
                     return Step::Job(Job { environ, io: Box::new(io) });
                 }
                 // Body events before a request cannot happen: a drained body is not reported.
@@ -110,11 +98,7 @@ impl Conn {
 struct StdIo {
     conn: Option<Conn>,
     shared: Arc<Shared>,
-    out: Vec<u8>,
-    /// `send_end` was called: the exchange is over, whatever became of it.
-    ended: bool,
-    /// What the access log needs, when there is one.
-    log: Option<Box<AccessEntry>>,
+    ex: Exchange,
 }
 
 impl StdIo {
@@ -124,12 +108,12 @@ impl StdIo {
 
     /// Writes what the connection produced; a failed write loses the client.
     fn flush(&mut self) -> Result<(), AppIoError> {
-        if self.out.is_empty() {
+        if self.ex.out.is_empty() {
             return Ok(());
         }
         let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
-        let written = c.stream.write_all(&self.out);
-        self.out.clear();
+        let written = c.stream.write_all(&self.ex.out);
+        self.ex.out.clear();
         written.map_err(|_| {
             c.conn.abort();
             AppIoError::Disconnected
@@ -139,28 +123,18 @@ impl StdIo {
 
 impl AppIo for StdIo {
     fn read_body(&mut self) -> Result<Option<Bytes>, AppIoError> {
-        let mut out = std::mem::take(&mut self.out);
-        let continued = self.conn()?.conn.send_continue(&mut out);
-        self.out = out;
-        continued?;
+        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        self.ex.before_body(&mut c.conn)?;
         self.flush()?;
         loop {
             let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
-            match c.conn.poll_event() {
-                Ok(Some(Event::Body(bytes))) => return Ok(Some(bytes)),
-                Ok(Some(Event::EndOfBody)) => return Ok(None),
-                Ok(Some(Event::Request(_) | Event::Closed)) => return Ok(None),
+            match self.ex.next_body(&mut c.conn) {
+                Ok(BodyStep::Ready(piece)) => return Ok(piece),
                 Err(e) => {
-                    // The client's fault: answer with the error's status (400, 413, ...) while
-                    // no head is out; the application's own response can then no longer go.
-                    c.conn.send_error(&e, &mut self.out);
-                    if let (Some(log), false) = (self.log.as_mut(), self.out.is_empty()) {
-                        log.set_status(e.status());
-                    }
                     let _ = self.flush();
                     return Err(AppIoError::BadRequest(e));
                 }
-                Ok(None) => with_read_buf(|buf| {
+                Ok(BodyStep::NeedInput) => with_read_buf(|buf| {
                     match c.stream.read(buf) {
                         Ok(0) => c.conn.handle_eof(Instant::now()),
                         Ok(n) => {
@@ -179,28 +153,13 @@ impl AppIo for StdIo {
 
     fn send_head(&mut self, head: &ResponseHead) -> Result<(), AppIoError> {
         let shutting_down = self.shared.is_shutting_down();
-        let mut out = std::mem::take(&mut self.out);
-        let c = self.conn()?;
-        if shutting_down {
-            // A request in flight when the shutdown began: its response says Connection: close.
-            c.conn.shutdown();
-        }
-        let sent = c.conn.send_head(head, &mut out);
-        self.out = out;
-        if let (Some(log), Ok(())) = (self.log.as_mut(), &sent) {
-            log.set_status(head.status());
-        }
-        // The head waits for the first body bytes or the end: one write instead of two.
-        Ok(sent?)
+        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        Ok(self.ex.head(&mut c.conn, head, shutting_down)?)
     }
 
     fn send_body(&mut self, chunk: &[u8]) -> Result<(), AppIoError> {
-        let mut out = std::mem::take(&mut self.out);
-        let sent = self.conn()?.conn.send_body(chunk, &mut out);
-        self.out = out;
-        if let Some(log) = self.log.as_mut() {
-            log.add_body(chunk.len() as u64);
-        }
+        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let sent = self.ex.body(&mut c.conn, chunk);
         let flushed = self.flush();
         sent?;
         flushed
@@ -212,10 +171,8 @@ impl AppIo for StdIo {
         offset: u64,
         len: u64,
     ) -> Result<bool, AppIoError> {
-        let mut out = std::mem::take(&mut self.out);
-        let framed = self.conn()?.conn.send_body_external(len, &mut out);
-        self.out = out;
-        let external = framed?;
+        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let external = self.ex.external(&mut c.conn, len)?;
         // The head and any chunk prefix go first.
         self.flush()?;
         if external.send > 0 {
@@ -227,21 +184,14 @@ impl AppIo for StdIo {
                 return Err(AppIoError::Disconnected);
             }
         }
-        if let Some(log) = self.log.as_mut() {
-            log.add_body(external.send);
-        }
-        // Written with the next flush (the end, or the next piece of body).
-        self.out.extend_from_slice(external.suffix);
+        // Its suffix goes with the next flush (the end, or the next piece of body).
+        self.ex.external_sent(&external);
         Ok(true)
     }
 
     fn send_end(&mut self) -> Result<(), AppIoError> {
-        let mut out = std::mem::take(&mut self.out);
-        let ended = self.conn()?.conn.send_end(Instant::now(), &mut out);
-        self.out = out;
-        // Ended, or short of its Content-Length (the connection then closes by itself); any
-        // other refusal (no head sent) leaves it to be aborted.
-        self.ended = matches!(ended, Ok(()) | Err(UsageError::BodyTooShort { .. }));
+        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let ended = self.ex.end(&mut c.conn);
         let flushed = self.flush();
         ended?;
         flushed
@@ -258,13 +208,8 @@ impl Drop for StdIo {
     fn drop(&mut self) {
         let _ = self.flush();
         let Some(mut c) = self.conn.take() else { return };
-        if let (Some(log), Some(access_log)) = (&self.log, &self.shared.config.access_log) {
-            access_log(&log.record(c.info.peer()));
-        }
-        if !self.ended {
-            // The application returned without ending its response: it cannot be completed.
-            c.conn.abort();
-        }
+        self.ex.log(self.shared.config.access_log.as_ref(), c.info.peer());
+        self.ex.finish(&mut c.conn);
         if c.conn.is_closed() {
             c.stream.shutdown();
             self.shared.done();

@@ -2,6 +2,7 @@
 //!
 //! - [`ServerConfig`]: threads, protocol limits, root path, scheme, I/O timeout, access log;
 //! - [`AccessRecord`] and [`AccessEntry`]: the access log's view of one request;
+//! - [`Exchange`]: the response rules every driver's `AppIo` applies the same way;
 //! - [`http_date`]: the `Date` header value, formatted at most once a second per thread;
 //! - with the `async` feature, [`rt`]: one connection driver for every async runtime, written
 //!   over the small [`rt::Runtime`] trait. adapter-smol and adapter-tokio are that driver plus
@@ -14,8 +15,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use wsgi_core::{Config, Environ, HttpDate, Scheme};
 
+mod exchange;
 #[cfg(feature = "async")]
 pub mod rt;
+
+pub use exchange::{BodyStep, Exchange};
 
 /// How a server runs: the same fields for every adapter.
 #[non_exhaustive]

@@ -12,7 +12,7 @@ use wsgi_core::{Connection, Environ, Event, Job};
 
 use super::io::{ChannelIo, Down, Link, Up};
 use super::{Accepted, Active, Direction, FRESH_GRACE, Runtime, Socket, server_info};
-use crate::{AccessEntry, http_date, with_read_buf};
+use crate::{Exchange, http_date, with_read_buf};
 
 /// An armed timer.
 type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -50,7 +50,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
             Ok(Some(Event::Request(head))) => {
                 requests += 1;
                 let environ = Environ::new(&head, &info);
-                let link = link.get_or_insert_with(Link::new);
+                let link = link.get_or_insert_with(|| Link::new(&shared.cut));
                 let peer = info.peer();
                 match exchange(&runtime, &active, &socket, link, conn, environ, peer).await {
                     Some(back) => conn = back,
@@ -165,15 +165,14 @@ async fn exchange<R: Runtime, S: Socket>(
 ) -> Option<Connection> {
     let shared = &active.0;
     let timeout = shared.config.io_timeout;
-    let log = shared.config.access_log.is_some().then(|| Box::new(AccessEntry::new(&environ)));
-    let io = ChannelIo::new(conn, socket.clone(), link, shared.clone(), log, peer);
+    let ex = Exchange::new(&environ, shared.config.access_log.is_some());
+    let io = ChannelIo::new(conn, socket.clone(), link, shared.clone(), ex, peer);
     let job = Job { environ, io: Box::new(io) };
     // The queue is unbounded (one job per connection at most): this never waits.
     if shared.jobs.send(job).await.is_err() {
         return None;
     }
-    let mut on_cut = shared.cut.listen();
-    let state = link.state.clone();
+    let Link { up, down_tx, state, on_cut, .. } = link;
     let mut failed = false;
     loop {
         if shared.cutting.load(Ordering::Acquire) {
@@ -185,7 +184,7 @@ async fn exchange<R: Runtime, S: Socket>(
         let step = future::or(
             async {
                 // Cannot fail: the link holds a sender too.
-                let message = link.up.recv().await.ok()?;
+                let message = up.recv().await.ok()?;
                 Some(match message {
                     Up::Write(bytes) => {
                         if !failed && write_all(runtime, &**socket, &bytes, timeout).await.is_err()
@@ -202,7 +201,7 @@ async fn exchange<R: Runtime, S: Socket>(
                         } else {
                             Down::Failed
                         };
-                        if link.down_tx.send(reply).await.is_err() {
+                        if down_tx.send(reply).await.is_err() {
                             failed = true;
                         }
                         None
@@ -213,7 +212,7 @@ async fn exchange<R: Runtime, S: Socket>(
                         } else {
                             read_some(runtime, &**socket, timeout).await
                         };
-                        if link.down_tx.send(reply).await.is_err() {
+                        if down_tx.send(reply).await.is_err() {
                             failed = true;
                         }
                         None
@@ -222,7 +221,7 @@ async fn exchange<R: Runtime, S: Socket>(
                 })
             },
             async {
-                (&mut on_cut).await;
+                (&mut *on_cut).await;
                 None
             },
         )

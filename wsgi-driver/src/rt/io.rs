@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
-use event_listener::{Event as Notify, Listener as _};
-use wsgi_core::{AppIo, AppIoError, Connection, Event, ResponseHead, UsageError};
+use event_listener::{Event as Notify, EventListener, Listener as _};
+use wsgi_core::{AppIo, AppIoError, Connection, ResponseHead};
 
 use super::conn::{recv, send, would_block};
 use super::{Shared, Socket};
-use crate::{AccessEntry, read_available, with_read_buf};
+use crate::{BodyStep, Exchange, read_available, with_read_buf};
 
 /// Writes queued for the task while the app thread owns the connection; at most this many (each
 /// one response piece) wait at once before the application blocks (backpressure).
@@ -84,10 +84,12 @@ pub(super) struct Link {
     pub(super) down_tx: Sender<Down>,
     down_rx: Receiver<Down>,
     pub(super) state: Arc<LinkState>,
+    /// The graceful timeout's cut, listened for once per connection rather than per request.
+    pub(super) on_cut: EventListener,
 }
 
 impl Link {
-    pub(super) fn new() -> Link {
+    pub(super) fn new(cut: &Notify) -> Link {
         let (up_tx, up) = async_channel::unbounded();
         let (down_tx, down_rx) = async_channel::bounded(1);
         let state = Arc::new(LinkState {
@@ -96,7 +98,7 @@ impl Link {
             failed: AtomicBool::new(false),
             progress: Notify::new(),
         });
-        Link { up, up_tx, down_tx, down_rx, state }
+        Link { up, up_tx, down_tx, down_rx, state, on_cut: cut.listen() }
     }
 }
 
@@ -115,10 +117,7 @@ pub(super) struct ChannelIo<S: Socket> {
     down: Receiver<Down>,
     state: Arc<LinkState>,
     shared: Arc<Shared>,
-    out: Vec<u8>,
-    /// `send_end` was called: the exchange is over, whatever became of it.
-    ended: bool,
-    log: Option<Box<AccessEntry>>,
+    ex: Exchange,
     peer: Option<SocketAddr>,
 }
 
@@ -128,7 +127,7 @@ impl<S: Socket> ChannelIo<S> {
         socket: Arc<S>,
         link: &Link,
         shared: Arc<Shared>,
-        log: Option<Box<AccessEntry>>,
+        ex: Exchange,
         peer: Option<SocketAddr>,
     ) -> ChannelIo<S> {
         ChannelIo {
@@ -138,21 +137,15 @@ impl<S: Socket> ChannelIo<S> {
             down: link.down_rx.clone(),
             state: link.state.clone(),
             shared,
-            out: Vec::new(),
-            ended: false,
-            log,
+            ex,
             peer,
         }
-    }
-
-    fn conn(&mut self) -> Result<&mut Connection, AppIoError> {
-        self.conn.as_mut().ok_or(AppIoError::Disconnected)
     }
 
     /// The client is gone: the response cannot be completed.
     fn lost(&mut self) -> AppIoError {
         self.state.fail();
-        self.out.clear();
+        self.ex.out.clear();
         if let Some(c) = self.conn.as_mut() {
             c.abort();
         }
@@ -197,7 +190,7 @@ impl<S: Socket> ChannelIo<S> {
     /// Writes what the connection produced: straight to the socket while it takes bytes and
     /// nothing is queued ahead, the rest through the task.
     fn flush(&mut self) -> Result<(), AppIoError> {
-        if self.out.is_empty() {
+        if self.ex.out.is_empty() {
             return Ok(());
         }
         // `queued` first: the task marks a failure before it counts the failed write as done.
@@ -207,23 +200,23 @@ impl<S: Socket> ChannelIo<S> {
         }
         let mut written = 0;
         if queued == 0 {
-            while written < self.out.len() {
-                match send(&*self.socket, &self.out[written..]) {
+            while written < self.ex.out.len() {
+                match send(&*self.socket, &self.ex.out[written..]) {
                     Ok(n) => written += n,
                     Err(e) if would_block(&e) => break,
                     Err(_) => return Err(self.lost()),
                 }
             }
         }
-        if written == self.out.len() {
-            self.out.clear();
+        if written == self.ex.out.len() {
+            self.ex.out.clear();
             return Ok(());
         }
         let rest = if written == 0 {
-            std::mem::take(&mut self.out)
+            std::mem::take(&mut self.ex.out)
         } else {
-            let rest = self.out[written..].to_vec();
-            self.out.clear();
+            let rest = self.ex.out[written..].to_vec();
+            self.ex.out.clear();
             rest
         };
         self.queue(rest)
@@ -273,55 +266,31 @@ impl<S: Socket> ChannelIo<S> {
 
 impl<S: Socket> AppIo for ChannelIo<S> {
     fn read_body(&mut self) -> Result<Option<Bytes>, AppIoError> {
-        let mut out = std::mem::take(&mut self.out);
-        let continued = self.conn()?.send_continue(&mut out);
-        self.out = out;
-        continued?;
+        let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        self.ex.before_body(conn)?;
         self.flush()?;
         loop {
             let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
-            match conn.poll_event() {
-                Ok(Some(Event::Body(bytes))) => return Ok(Some(bytes)),
-                Ok(Some(Event::EndOfBody | Event::Request(_) | Event::Closed)) => return Ok(None),
+            match self.ex.next_body(conn) {
+                Ok(BodyStep::Ready(piece)) => return Ok(piece),
                 Err(e) => {
-                    // The client's fault: answer with the error's status (400, 413, ...) while
-                    // no head is out; the application's own response can then no longer go.
-                    conn.send_error(&e, &mut self.out);
-                    if let (Some(log), false) = (self.log.as_mut(), self.out.is_empty()) {
-                        log.set_status(e.status());
-                    }
                     let _ = self.flush();
                     return Err(AppIoError::BadRequest(e));
                 }
-                Ok(None) => self.fill()?,
+                Ok(BodyStep::NeedInput) => self.fill()?,
             }
         }
     }
 
     fn send_head(&mut self, head: &ResponseHead) -> Result<(), AppIoError> {
         let shutting_down = self.shared.is_shutting_down();
-        let mut out = std::mem::take(&mut self.out);
-        let conn = self.conn()?;
-        if shutting_down {
-            // A request in flight when the shutdown began: its response says Connection: close.
-            conn.shutdown();
-        }
-        let sent = conn.send_head(head, &mut out);
-        self.out = out;
-        if let (Some(log), Ok(())) = (self.log.as_mut(), &sent) {
-            log.set_status(head.status());
-        }
-        // The head waits for the first body bytes or the end: one write instead of two.
-        Ok(sent?)
+        let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        Ok(self.ex.head(conn, head, shutting_down)?)
     }
 
     fn send_body(&mut self, chunk: &[u8]) -> Result<(), AppIoError> {
-        let mut out = std::mem::take(&mut self.out);
-        let sent = self.conn()?.send_body(chunk, &mut out);
-        self.out = out;
-        if let Some(log) = self.log.as_mut() {
-            log.add_body(chunk.len() as u64);
-        }
+        let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let sent = self.ex.body(conn, chunk);
         let flushed = self.flush();
         sent?;
         flushed
@@ -333,10 +302,8 @@ impl<S: Socket> AppIo for ChannelIo<S> {
         offset: u64,
         len: u64,
     ) -> Result<bool, AppIoError> {
-        let mut out = std::mem::take(&mut self.out);
-        let framed = self.conn()?.send_body_external(len, &mut out);
-        self.out = out;
-        let external = framed?;
+        let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let external = self.ex.external(conn, len)?;
         // The head and any chunk prefix go first.
         self.flush()?;
         let mut at = offset;
@@ -364,21 +331,14 @@ impl<S: Socket> AppIo for ChannelIo<S> {
                 _ => return Err(self.lost()),
             }
         }
-        if let Some(log) = self.log.as_mut() {
-            log.add_body(external.send);
-        }
-        // Written with the next flush (the end, or the next piece of body).
-        self.out.extend_from_slice(external.suffix);
+        // Its suffix goes with the next flush (the end, or the next piece of body).
+        self.ex.external_sent(&external);
         Ok(true)
     }
 
     fn send_end(&mut self) -> Result<(), AppIoError> {
-        let mut out = std::mem::take(&mut self.out);
-        let ended = self.conn()?.send_end(Instant::now(), &mut out);
-        self.out = out;
-        // Ended, or short of its Content-Length (the connection then closes by itself); any
-        // other refusal (no head sent) leaves it to be aborted.
-        self.ended = matches!(ended, Ok(()) | Err(UsageError::BodyTooShort { .. }));
+        let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let ended = self.ex.end(conn);
         let flushed = self.flush();
         ended?;
         flushed
@@ -395,18 +355,13 @@ impl<S: Socket> Drop for ChannelIo<S> {
     fn drop(&mut self) {
         let _ = self.flush();
         let Some(mut conn) = self.conn.take() else { return };
-        if !self.ended {
-            // The application returned without ending its response: it cannot be completed.
-            conn.abort();
-        }
+        self.ex.finish(&mut conn);
         *self.state.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
         // Never waits (the channel is unbounded). The task may be gone (the connection was
         // cut): then there is nobody to tell.
         let _ = self.up.try_send(Up::Done);
         // Last, so that nothing the callback does can keep the connection from its task. The
         // bytes queued for the task may still be on their way to the client.
-        if let (Some(log), Some(access_log)) = (&self.log, &self.shared.config.access_log) {
-            access_log(&log.record(self.peer));
-        }
+        self.ex.log(self.shared.config.access_log.as_ref(), self.peer);
     }
 }
