@@ -7,108 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use adapter_tokio::{Handle, Listener, Server, ServerConfig};
-use wsgi_core::{Application, Job, ResponseHead};
-
-/// Every socket read gives up after this; every client exchange within `DEADLINE`.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-const DEADLINE: Duration = Duration::from_secs(30);
-/// How long `serve` may take to return after `shutdown`.
-const STOP_WITHIN: Duration = Duration::from_secs(5);
-const BIG: usize = 8 << 20;
-/// `/stream-drop`: 1 MiB pieces sent, and how far the app got (1: `send_end` returned, 2: the
-/// job was dropped).
-const STREAM_PIECES: usize = 24;
-static STREAM_STAGE: AtomicUsize = AtomicUsize::new(0);
-
-// ---------------------------------------------------------------------------------------------
-// The application
-
-/// `len` bytes of a pattern that does not repeat at any power-of-two period.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-fn respond(job: &mut Job, body: &[u8]) {
-    let length = body.len().to_string();
-    let head = ResponseHead::from_wsgi("200 OK", [("Content-Length", length.as_str())]).unwrap();
-    job.io.send_head(&head).unwrap();
-    job.io.send_body(body).unwrap();
-    job.io.send_end().unwrap();
-}
-
-/// By path: `/big` sends `BIG` bytes of `pattern` in 64 KiB pieces; `/chunked` sends three
-/// pieces without a Content-Length (so chunked); `/peer` answers `REMOTE_ADDR:REMOTE_PORT`;
-/// anything else echoes `METHOD PATH\n` and the request body, after 300 ms for `/slow`.
-fn app(mut job: Job) {
-    let path = job.environ.get("PATH_INFO").unwrap_or_default().to_owned();
-    match path.as_str() {
-        "/big" => {
-            let length = BIG.to_string();
-            let head =
-                ResponseHead::from_wsgi("200 OK", [("Content-Length", length.as_str())]).unwrap();
-            job.io.send_head(&head).unwrap();
-            for piece in pattern(BIG).chunks(64 << 10) {
-                job.io.send_body(piece).unwrap();
-            }
-            job.io.send_end().unwrap();
-        }
-        "/chunked" => {
-            let head = ResponseHead::from_wsgi("200 OK", [("Content-Type", "text/plain")]).unwrap();
-            job.io.send_head(&head).unwrap();
-            for piece in [&b"one,"[..], b"two,", b"three"] {
-                job.io.send_body(piece).unwrap();
-            }
-            job.io.send_end().unwrap();
-        }
-        "/no-head" => {
-            // Ends a response whose head never went: refused, and the connection is aborted.
-            assert!(job.io.send_end().is_err());
-        }
-        "/ignore-body" => respond(&mut job, b"ignored"),
-        "/stream-drop" => {
-            let head = ResponseHead::from_wsgi("200 OK", [("Content-Type", "x/y")]).unwrap();
-            job.io.send_head(&head).unwrap();
-            for _ in 0..STREAM_PIECES {
-                if job.io.send_body(&[b'z'; 1 << 20]).is_err() {
-                    return;
-                }
-            }
-            let _ = job.io.send_end();
-            STREAM_STAGE.store(1, Ordering::SeqCst);
-            drop(job);
-            STREAM_STAGE.store(2, Ordering::SeqCst);
-        }
-        "/peer" => {
-            let peer = format!(
-                "{}:{}",
-                job.environ.get("REMOTE_ADDR").unwrap_or_default(),
-                job.environ.get("REMOTE_PORT").unwrap_or_default()
-            );
-            respond(&mut job, peer.as_bytes());
-        }
-        _ => {
-            let method = job.environ.get("REQUEST_METHOD").unwrap_or_default();
-            let mut body = format!("{method} {path}\n").into_bytes();
-            while let Some(piece) = job.io.read_body().unwrap() {
-                body.extend_from_slice(&piece);
-            }
-            if path == "/slow" {
-                thread::sleep(Duration::from_millis(300));
-            }
-            respond(&mut job, &body);
-        }
-    }
-}
+use adapter_tokio::{Handle, Listener, Server};
+use wsgi_core::{Application, Job};
+use wsgi_testkit::*;
 
 // ---------------------------------------------------------------------------------------------
 // The server, on a runtime on its own thread
@@ -132,15 +42,6 @@ fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
     };
     builder.enable_all().build().unwrap()
-}
-
-fn config() -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.threads = 2;
-    config.graceful_timeout = Duration::from_secs(10);
-    // A client that stops sending while its unread body is drained is given up on after this.
-    config.io_timeout = Duration::from_secs(2);
-    config
 }
 
 struct Running {
@@ -195,155 +96,6 @@ impl Running {
         self.served.recv_timeout(STOP_WITHIN).expect("serve did not return after shutdown");
         assert!(stopping.elapsed() < STOP_WITHIN, "{:?}", stopping.elapsed());
         self.thread.join().unwrap();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The client: blocking, every read with a timeout
-
-trait Conn: Read + Write {
-    fn set_timeouts(&self);
-}
-
-impl Conn for TcpStream {
-    fn set_timeouts(&self) {
-        self.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        self.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
-    }
-}
-
-impl Conn for UnixStream {
-    fn set_timeouts(&self) {
-        self.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        self.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
-    }
-}
-
-struct Response {
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn status_line(&self) -> &str {
-        self.head.lines().next().unwrap_or_default()
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    /// A 200 whose body is `body`.
-    fn assert_ok(&self, body: &[u8]) {
-        assert_eq!(self.status_line(), "HTTP/1.1 200 OK", "{}", self.head);
-        assert!(self.body == body, "{}: body of {} bytes differs", self.head, self.body.len());
-    }
-}
-
-struct Client<S> {
-    s: S,
-    buf: Vec<u8>,
-    deadline: Instant,
-}
-
-impl<S: Conn> Client<S> {
-    fn new(s: S) -> Client<S> {
-        s.set_timeouts();
-        Client { s, buf: Vec::new(), deadline: Instant::now() + DEADLINE }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).unwrap();
-    }
-
-    /// Reads what the socket has into the buffer; `false` at the end of the stream.
-    fn read_more(&mut self) -> bool {
-        assert!(Instant::now() < self.deadline, "client deadline passed");
-        let mut chunk = vec![0; 64 << 10];
-        let n = self.s.read(&mut chunk).unwrap();
-        self.buf.extend_from_slice(&chunk[..n]);
-        n > 0
-    }
-
-    fn more(&mut self) {
-        assert!(self.read_more(), "connection closed; unparsed: {:?}", self.text());
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buf[..self.buf.len().min(200)]).into_owned()
-    }
-
-    /// Takes bytes up to and including the first `delimiter`, without it.
-    fn until(&mut self, delimiter: &[u8]) -> Vec<u8> {
-        loop {
-            if let Some(at) = self.buf.windows(delimiter.len()).position(|w| w == delimiter) {
-                let taken = self.buf.drain(..at + delimiter.len()).take(at).collect();
-                return taken;
-            }
-            self.more();
-        }
-    }
-
-    fn take(&mut self, n: usize) -> Vec<u8> {
-        while self.buf.len() < n {
-            self.more();
-        }
-        self.buf.drain(..n).collect()
-    }
-
-    /// Reads one response, framed by Content-Length or chunked (neither: no body, as a 1xx).
-    fn response(&mut self) -> Response {
-        let head = String::from_utf8(self.until(b"\r\n\r\n")).unwrap();
-        let mut response = Response { head, body: Vec::new() };
-        if let Some(length) = response.header("Content-Length") {
-            response.body = self.take(length.parse().unwrap());
-        } else if response.header("Transfer-Encoding") == Some("chunked") {
-            loop {
-                let line = String::from_utf8(self.until(b"\r\n")).unwrap();
-                let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16);
-                let size = size.unwrap();
-                if size == 0 {
-                    while !self.until(b"\r\n").is_empty() {}
-                    break;
-                }
-                response.body.extend(self.take(size));
-                assert_eq!(self.take(2), b"\r\n");
-            }
-        }
-        response
-    }
-
-    fn responses(&mut self, n: usize) -> Vec<Response> {
-        (0..n).map(|_| self.response()).collect()
-    }
-
-    /// Asserts the server closes the connection with nothing more to say.
-    fn assert_closed(&mut self) {
-        while self.read_more() {}
-        assert!(self.buf.is_empty(), "unexpected bytes before the close: {:?}", self.text());
-    }
-}
-
-/// A fresh directory under the system's temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let path =
-            std::env::temp_dir().join(format!("adapter-tokio-test-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -557,7 +309,7 @@ fn serve_connection_serves_one_accepted_stream_until_it_closes() {
 
 #[test]
 fn a_unix_socket_listener_serves_and_its_path_is_removed() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("adapter-tokio-test");
     let path = dir.0.join("wsgi.sock");
     let server = start(app, Bind::Unix(path.clone()), false);
     let mut c = Client::new(UnixStream::connect(&path).unwrap());
