@@ -326,7 +326,13 @@ def application(environ, start_response):
     fn serve(requests: &[&str]) -> Vec<Vec<(String, String)>> {
         Python::initialize();
         Python::attach(|py| {
-            let module = PyModule::from_code(py, APP, c"shape_app.py", c"shape_app").unwrap();
+            // A module of its own per call: tests run on parallel threads, and the bridge
+            // releases the GIL between requests, so a shared module's `seen` list could be
+            // reset by another test mid-run.
+            static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = std::ffi::CString::new(format!("shape_app_{n}")).unwrap();
+            let module = PyModule::from_code(py, APP, c"shape_app.py", &name).unwrap();
             let app = module.getattr("application").unwrap();
             let app = PyApplication::new(py, app, "shape_app", PyOptions::default()).unwrap();
             for request in requests {
