@@ -62,6 +62,10 @@ impl LineLog {
         self.write(LogLevel::Info, message);
     }
 
+    pub(crate) fn debug(&self, message: &str) {
+        self.write(LogLevel::Debug, message);
+    }
+
     fn write(&self, level: LogLevel, message: &str) {
         if level < self.level {
             return;

@@ -7,6 +7,8 @@
 
 mod logs;
 mod supervisor;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -127,6 +129,23 @@ struct Cli {
     /// Cargo features choose which this build has; `--help` lists them.
     #[arg(long, value_name = "RUNTIME", default_value = "std")]
     runtime: Runtime,
+
+    /// Serve HTTPS: the PEM file with the server's certificate, followed by its intermediate
+    /// CA certificates if any. Every --bind listener then speaks TLS. Needs --keyfile.
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "FILE")]
+    certfile: Option<PathBuf>,
+
+    /// The PEM file with the private key of --certfile's certificate (PKCS#8, PKCS#1 or SEC1).
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "FILE")]
+    keyfile: Option<PathBuf>,
+
+    /// Require client certificates, verified against the CA certificates in this PEM file; a
+    /// client without a valid one fails the TLS handshake. Needs --certfile and --keyfile.
+    #[cfg(feature = "tls")]
+    #[arg(long = "ca-certs", value_name = "FILE")]
+    ca_certs: Option<PathBuf>,
 }
 
 /// The runtimes this build can serve on.
@@ -174,12 +193,25 @@ fn run(cli: Cli) -> Result<(), String> {
     if std::env::var_os(supervisor::WORKER_ENV).is_some() {
         return worker(&cli, &log);
     }
+    // The TLS files are loaded and checked here, before any worker starts, so a mistake is
+    // reported once and clearly; each worker loads them again.
+    #[cfg(feature = "tls")]
+    let scheme = match tls_files(&cli)? {
+        Some(files) => {
+            files.server_config()?;
+            "https://"
+        }
+        None => "http://",
+    };
+    #[cfg(not(feature = "tls"))]
+    let scheme = "http://";
     let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
     for l in &listeners {
         l.set_backlog(cli.backlog)
             .map_err(|e| format!("cannot set the backlog of {}: {e}", l.describe()))?;
     }
-    let addresses: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    let addresses: Vec<String> =
+        listeners.iter().map(|l| l.describe().replacen("http://", scheme, 1)).collect();
     let workers = cli.workers.max(1);
     let threads = cli.threads.max(1);
     log.info(&format!(
@@ -281,26 +313,70 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| format!("cannot handle signals: {e}"))?;
-    match cli.runtime {
-        Runtime::Std => serve_std(app, listeners, config, signals),
+
+    // With TLS, the front takes the --bind listeners and the server serves its internal socket.
+    #[cfg(feature = "tls")]
+    let (front, listeners) = match tls_files(cli)? {
+        Some(files) => {
+            let front_config = tls::FrontConfig {
+                tls: files.server_config()?,
+                handshake_timeout: config.core.head_timeout,
+                graceful_timeout: config.graceful_timeout,
+            };
+            let (front, inner) = tls::Front::start(listeners, front_config, log.clone())?;
+            (Some(front), vec![inner])
+        }
+        None => (None, listeners),
+    };
+    #[cfg(feature = "tls")]
+    let before_stop: StopHook = match &front {
+        Some(front) => Box::new(front.stopper()),
+        None => Box::new(|| ()),
+    };
+    #[cfg(not(feature = "tls"))]
+    let before_stop: StopHook = Box::new(|| ());
+
+    let served = match cli.runtime {
+        Runtime::Std => serve_std(app, listeners, config, signals, before_stop),
         #[cfg(feature = "smol")]
-        Runtime::Smol => serve_smol(app, listeners, config, signals),
+        Runtime::Smol => serve_smol(app, listeners, config, signals, before_stop),
         #[cfg(feature = "tokio")]
-        Runtime::Tokio => serve_tokio(app, listeners, config, signals),
+        Runtime::Tokio => serve_tokio(app, listeners, config, signals, before_stop),
+    };
+    #[cfg(feature = "tls")]
+    if let Some(front) = front {
+        front.finish();
     }
+    served
+}
+
+/// The TLS options, checked for consistency (`None`: plain HTTP).
+#[cfg(feature = "tls")]
+fn tls_files(cli: &Cli) -> Result<Option<tls::TlsFiles>, String> {
+    tls::TlsFiles::from_options(
+        cli.certfile.as_deref(),
+        cli.keyfile.as_deref(),
+        cli.ca_certs.as_deref(),
+    )
 }
 
 type Signals = signal_hook::iterator::Signals;
+
+/// Runs first when SIGTERM or SIGINT arrives, before the server starts its graceful stop (the
+/// TLS front stops accepting there).
+type StopHook = Box<dyn FnOnce() + Send>;
 
 fn serve_std(
     app: PyApplication,
     listeners: Vec<Listener>,
     config: ServerConfig,
     mut signals: Signals,
+    before_stop: StopHook,
 ) -> Result<(), String> {
     let grace = config.graceful_timeout;
     let server = adapter_std::start(app, listeners, config).map_err(|e| e.to_string())?;
     let _ = signals.forever().next();
+    before_stop();
     server.handle().shutdown();
     server.join(grace);
     Ok(())
@@ -341,6 +417,7 @@ fn serve_smol(
     listeners: Vec<Listener>,
     config: ServerConfig,
     signals: Signals,
+    before_stop: StopHook,
 ) -> Result<(), String> {
     let listeners = into_std(listeners)
         .into_iter()
@@ -354,7 +431,10 @@ fn serve_smol(
     let server =
         adapter_smol::Server::new(executor.clone(), app, config).map_err(|e| e.to_string())?;
     let handle = server.handle();
-    on_signal(signals, move || handle.shutdown())?;
+    on_signal(signals, move || {
+        before_stop();
+        handle.shutdown();
+    })?;
     async_io::block_on(executor.run(server.serve(listeners)));
     Ok(())
 }
@@ -365,6 +445,7 @@ fn serve_tokio(
     listeners: Vec<Listener>,
     config: ServerConfig,
     signals: Signals,
+    before_stop: StopHook,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -381,7 +462,10 @@ fn serve_tokio(
             .map_err(|e| e.to_string())?;
         let server = adapter_tokio::Server::new(app, config).map_err(|e| e.to_string())?;
         let handle = server.handle();
-        on_signal(signals, move || handle.shutdown())?;
+        on_signal(signals, move || {
+            before_stop();
+            handle.shutdown();
+        })?;
         server.serve(listeners).await;
         Ok(())
     })
