@@ -40,11 +40,17 @@ def wait_until(predicate, timeout=TIMEOUT, interval=0.02):
 
 
 class Server:
-    """One wsgi-serve process on 127.0.0.1, with its logs in `workdir`."""
+    """One wsgi-serve process on 127.0.0.1, with its logs in `workdir`.
 
-    def __init__(self, binary, runtime, workdir, app=None, chdir=None, threads=4, extra=()):
+    With `ssl_context` (an `ssl.SSLContext` trusting the server's certificate; pass the TLS
+    options in `extra`) the server speaks HTTPS: `connect()` returns a TLS socket and `base` an
+    https URL, so the helpers work unchanged."""
+
+    def __init__(self, binary, runtime, workdir, app=None, chdir=None, threads=4, extra=(),
+                 ssl_context=None):
         self.binary, self.runtime, self.app, self.chdir = binary, runtime, app, chdir
         self.threads, self.extra = threads, list(extra)
+        self.ssl_context = ssl_context
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.state_dir = self.workdir / "state"
@@ -129,7 +135,8 @@ class Server:
 
     @property
     def base(self):
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def url(self, path):
         return self.base + path
@@ -137,6 +144,12 @@ class Server:
     def connect(self, timeout=TIMEOUT):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
         s.settimeout(timeout)
+        if self.ssl_context:
+            try:
+                s = self.ssl_context.wrap_socket(s, server_hostname="127.0.0.1")
+            except BaseException:
+                s.close()
+                raise
         return s
 
     def exchange(self, raw, method="GET", timeout=TIMEOUT):
