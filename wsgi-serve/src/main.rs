@@ -324,6 +324,9 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
                 graceful_timeout: config.graceful_timeout,
             };
             let (front, inner) = tls::Front::start(listeners, front_config, log.clone())?;
+            inner
+                .set_backlog(cli.backlog)
+                .map_err(|e| format!("cannot set the backlog of {}: {e}", inner.describe()))?;
             (Some(front), vec![inner])
         }
         None => (None, listeners),
