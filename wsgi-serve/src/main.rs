@@ -210,8 +210,13 @@ fn run(cli: Cli) -> Result<(), String> {
         l.set_backlog(cli.backlog)
             .map_err(|e| format!("cannot set the backlog of {}: {e}", l.describe()))?;
     }
-    let addresses: Vec<String> =
-        listeners.iter().map(|l| l.describe().replacen("http://", scheme, 1)).collect();
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|l| match l {
+            Listener::Unix(..) if scheme == "https://" => format!("{} (TLS)", l.describe()),
+            _ => l.describe().replacen("http://", scheme, 1),
+        })
+        .collect();
     let workers = cli.workers.max(1);
     let threads = cli.threads.max(1);
     log.info(&format!(
