@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use wsgi_core::{Config, Environ, HttpDate, Scheme};
+use wsgi_core::{Config, Environ, HttpDate, Scheme, TrustedProxies};
 
 mod exchange;
 #[cfg(feature = "async")]
@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub root_path: String,
     /// `wsgi.url_scheme`.
     pub scheme: Scheme,
+    /// The peers whose proxy headers (`Forwarded`, `X-Forwarded-*`) set the client's address,
+    /// the scheme, the host and a path prefix; `None` (the default) believes no one. Turn on
+    /// [`Config::proxy_protocol`] for a PROXY protocol header instead.
+    pub trusted_proxies: Option<Arc<TrustedProxies>>,
     /// How long one read of a request body or one write of a response may wait on the client
     /// before the client is given up on.
     pub io_timeout: Duration,
@@ -50,6 +54,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("core", &self.core)
             .field("root_path", &self.root_path)
             .field("scheme", &self.scheme)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("io_timeout", &self.io_timeout)
             .field("graceful_timeout", &self.graceful_timeout)
             .field("access_log", &self.access_log.is_some())
@@ -64,6 +69,7 @@ impl Default for ServerConfig {
             core: Config::default(),
             root_path: String::new(),
             scheme: Scheme::Http,
+            trusted_proxies: None,
             io_timeout: Duration::from_secs(60),
             graceful_timeout: Duration::from_secs(30),
             access_log: None,

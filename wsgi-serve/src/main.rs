@@ -17,8 +17,8 @@ use std::time::Duration;
 use adapter_std::{Listener, ServerConfig};
 use clap::Parser;
 use pyo3::prelude::*;
-use wsgi_core::Config;
 use wsgi_core::python::{AppSpec, PyApplication, PyOptions};
+use wsgi_core::{Config, TrustedProxies};
 
 use logs::{AccessLogFile, LineLog, LogLevel};
 
@@ -122,6 +122,21 @@ struct Cli {
     #[arg(long = "root-path", value_name = "PATH", default_value = "")]
     root_path: String,
 
+    /// Peers whose proxy headers are believed, comma-separated: IP addresses, networks
+    /// (10.0.0.0/8) or `*`. From them, `Forwarded` (RFC 7239) or else X-Forwarded-For, -Proto,
+    /// -Host and -Port set REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST and SERVER_NAME/PORT, and
+    /// X-Forwarded-Prefix is prepended to SCRIPT_NAME. Peers on Unix sockets are trusted unless
+    /// the list is empty (`''` trusts no one).
+    #[arg(long = "forwarded-allow-ips", value_name = "IPS", default_value = "127.0.0.1,::1")]
+    forwarded_allow_ips: String,
+
+    /// Every connection starts with a PROXY protocol header (v1 or v2, as HAProxy's
+    /// `send-proxy`/`send-proxy-v2` and nginx's `proxy_protocol on` write it), which sets
+    /// REMOTE_ADDR and, for TLS the proxy terminated, wsgi.url_scheme. Connections without one are
+    /// refused: use it only on listeners that only the proxy can reach.
+    #[arg(long = "proxy-protocol")]
+    proxy_protocol: bool,
+
     /// The I/O runtime: `std` (a poller thread and blocking app threads), `smol` or `tokio`
     /// (connections as async tasks on one thread; the app still runs on --threads threads).
     /// Cargo features choose which this build has; `--help` lists them.
@@ -174,6 +189,9 @@ fn run(cli: Cli) -> Result<(), String> {
     if std::env::var_os(supervisor::WORKER_ENV).is_some() {
         return worker(&cli, &log);
     }
+    // Checked before anything starts, so a typo fails at once rather than in every worker.
+    TrustedProxies::parse(&cli.forwarded_allow_ips)
+        .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
     let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
     for l in &listeners {
         l.set_backlog(cli.backlog)
@@ -248,12 +266,16 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
     core.max_field_size = cli.limit_request_field_size;
     core.keep_alive_timeout = Duration::from_secs(cli.keep_alive);
     core.head_timeout = Duration::from_secs(cli.header_timeout.max(1));
+    core.proxy_protocol = cli.proxy_protocol;
     core.set_server_header(Some(concat!("wsgi-serve/", env!("CARGO_PKG_VERSION"))))
         .map_err(|e| e.to_string())?;
     let mut config = ServerConfig::default();
     config.threads = cli.threads.max(1);
     config.core = core;
     config.root_path = cli.root_path.clone();
+    let trusted = TrustedProxies::parse(&cli.forwarded_allow_ips)
+        .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
+    config.trusted_proxies = Some(Arc::new(trusted));
     config.io_timeout = Duration::from_secs(cli.timeout.max(1));
     config.graceful_timeout = Duration::from_secs(cli.graceful_timeout);
     let limit = request_limit(cli.max_requests, cli.max_requests_jitter);
