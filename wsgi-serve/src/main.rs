@@ -106,6 +106,11 @@ struct Cli {
     #[arg(long = "limit-request-field_size", value_name = "BYTES", default_value_t = 8190)]
     limit_request_field_size: usize,
 
+    /// Largest request body in bytes, declared or chunked; larger is answered 413 (before the
+    /// application runs when Content-Length declares it).
+    #[arg(long = "limit-request-body", value_name = "BYTES", default_value_t = 1 << 30)]
+    limit_request_body: u64,
+
     /// Write an access log line per request to this file (`-` for stdout).
     #[arg(long = "access-logfile", value_name = "FILE")]
     access_logfile: Option<String>,
@@ -264,6 +269,7 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
         if cli.limit_request_line == 0 { 65536 } else { cli.limit_request_line };
     core.max_header_count = cli.limit_request_fields;
     core.max_field_size = cli.limit_request_field_size;
+    core.max_body_size = cli.limit_request_body;
     core.keep_alive_timeout = Duration::from_secs(cli.keep_alive);
     core.head_timeout = Duration::from_secs(cli.header_timeout.max(1));
     core.proxy_protocol = cli.proxy_protocol;
