@@ -5,6 +5,7 @@
 //! wsgi-serve myproject.wsgi:application --bind 0.0.0.0:8000 --threads 8
 //! ```
 
+mod access;
 mod logs;
 mod supervisor;
 
@@ -14,13 +15,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_std::{Listener, ServerConfig};
+use adapter_std::{AccessLog, Listener, ServerConfig};
 use clap::Parser;
 use pyo3::prelude::*;
 use wsgi_core::Config;
 use wsgi_core::python::{AppSpec, PyApplication, PyOptions};
 
-use logs::{AccessLogFile, LineLog, LogLevel};
+use access::{AccessFormat, AccessWriter};
+use logs::{LineLog, LogLevel};
 
 /// The app served when none is named: the classic WSGI hello world.
 const HELLO_APP: &std::ffi::CStr = c"
@@ -106,9 +108,25 @@ struct Cli {
     #[arg(long = "limit-request-field_size", value_name = "BYTES", default_value_t = 8190)]
     limit_request_field_size: usize,
 
-    /// Write an access log line per request to this file (`-` for stdout).
+    /// Write an access log line per request to this file (`-` for stdout). Lines are written
+    /// by a thread of their own, at most 100 ms after their request ended.
     #[arg(long = "access-logfile", value_name = "FILE")]
     access_logfile: Option<String>,
+
+    /// The access log's line, in gunicorn's syntax (default: the combined log format).
+    /// Atoms: %(h)s client address (REMOTE_ADDR), %(l)s and %(u)s '-', %(t)s time,
+    /// %(r)s request line, %(m)s method, %(U)s path, %(q)s query, %(H)s protocol, %(s)s status,
+    /// %(B)s response bytes, %(b)s the same or '-', %(f)s referer, %(a)s user agent, %(T)s
+    /// seconds, %(M)s milliseconds, %(D)s microseconds, %(L)s decimal seconds, %(p)s pid,
+    /// %({name}i)s request header, %({name}o)s response header, %({NAME}e)s environ variable;
+    /// %% is a literal %.
+    #[arg(
+        long = "access-logformat",
+        value_name = "FORMAT",
+        default_value = access::DEFAULT_FORMAT,
+        hide_default_value = true
+    )]
+    access_logformat: String,
 
     /// Write the error log to this file (`-` for stderr).
     #[arg(long = "error-logfile", value_name = "FILE", default_value = "-")]
@@ -166,13 +184,15 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    // Parsed before anything starts, so a typo is reported once, by the supervisor.
+    let access_format = AccessFormat::parse(&cli.access_logformat)?;
     let log = Arc::new(
         LineLog::open(&cli.error_logfile, cli.log_level)
             .map_err(|e| format!("cannot open the error log {:?}: {e}", cli.error_logfile))?,
     );
     raise_open_files_limit();
     if std::env::var_os(supervisor::WORKER_ENV).is_some() {
-        return worker(&cli, &log);
+        return worker(&cli, &log, access_format);
     }
     let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
     for l in &listeners {
@@ -202,16 +222,18 @@ fn run(cli: Cli) -> Result<(), String> {
 
 /// A worker process: takes the sockets its supervisor mapped in, loads the application and
 /// serves until SIGTERM or SIGINT.
-fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
+fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<(), String> {
     let listeners = inherited_listeners(cli)?;
     // Both log files are opened before --chdir, so relative paths name files in the directory
     // wsgi-serve was started in.
-    let access_log = match &cli.access_logfile {
-        Some(target) => Some(
-            AccessLogFile::open(target)
-                .map_err(|e| format!("cannot open the access log {target:?}: {e}"))?,
-        ),
-        None => None,
+    let keep_response_head = access_format.uses_response_headers();
+    let (access_writer, access_log) = match &cli.access_logfile {
+        Some(target) => {
+            let (writer, sender) = AccessWriter::start(target, access_format, log.clone())
+                .map_err(|e| format!("cannot open the access log {target:?}: {e}"))?;
+            (Some(writer), Some(sender))
+        }
+        None => (None, None),
     };
     if let Some(dir) = &cli.chdir {
         std::env::set_current_dir(dir)
@@ -260,9 +282,9 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
     if access_log.is_some() || limit.is_some() {
         let served = std::sync::atomic::AtomicU64::new(0);
         let log = log.clone();
-        config.access_log = Some(Arc::new(move |record| {
-            if let Some(file) = &access_log {
-                file.write(record);
+        let sink = AccessLog::new(move |record| {
+            if let Some(sender) = &access_log {
+                sender.send(record);
             }
             let count = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if limit == Some(count) {
@@ -273,7 +295,8 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
                     rustix::process::Signal::TERM,
                 );
             }
-        }));
+        });
+        config.access_log = Some(if keep_response_head { sink.with_response_head() } else { sink });
     }
 
     let signals = signal_hook::iterator::Signals::new([
@@ -281,13 +304,18 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| format!("cannot handle signals: {e}"))?;
-    match cli.runtime {
+    let served = match cli.runtime {
         Runtime::Std => serve_std(app, listeners, config, signals),
         #[cfg(feature = "smol")]
         Runtime::Smol => serve_smol(app, listeners, config, signals),
         #[cfg(feature = "tokio")]
         Runtime::Tokio => serve_tokio(app, listeners, config, signals),
+    };
+    // The lines of the last requests.
+    if let Some(writer) = access_writer {
+        writer.finish();
     }
+    served
 }
 
 type Signals = signal_hook::iterator::Signals;
