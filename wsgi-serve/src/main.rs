@@ -6,7 +6,9 @@
 //! ```
 
 mod access;
+mod activation;
 mod logs;
+mod pidfile;
 mod supervisor;
 
 use std::net::ToSocketAddrs;
@@ -43,6 +45,8 @@ struct Cli {
     app: Option<String>,
 
     /// Where to listen: `HOST:PORT`, `[::1]:PORT` or `unix:PATH`. Repeat to listen on several.
+    /// Under systemd socket activation (LISTEN_PID is this process, LISTEN_FDS set), the sockets
+    /// systemd passed are served instead.
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", default_value = "127.0.0.1:8000")]
     bind: Vec<String>,
 
@@ -128,6 +132,10 @@ struct Cli {
     )]
     access_logformat: String,
 
+    /// Write the supervisor's process id to this file (removed at exit).
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pid: Option<PathBuf>,
+
     /// Write the error log to this file (`-` for stderr).
     #[arg(long = "error-logfile", value_name = "FILE", default_value = "-")]
     error_logfile: String,
@@ -194,11 +202,27 @@ fn run(cli: Cli) -> Result<(), String> {
     if std::env::var_os(supervisor::WORKER_ENV).is_some() {
         return worker(&cli, &log, access_format);
     }
-    let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
-    for l in &listeners {
-        l.set_backlog(cli.backlog)
-            .map_err(|e| format!("cannot set the backlog of {}: {e}", l.describe()))?;
-    }
+    let listeners = match activation::systemd_sockets()? {
+        Some(listeners) => {
+            log.info(&format!(
+                "socket activation: serving the {} socket{} systemd passed{} instead of --bind",
+                listeners.len(),
+                if listeners.len() > 1 { "s" } else { "" },
+                activation::systemd_names().map(|n| format!(" ({n})")).unwrap_or_default(),
+            ));
+            listeners
+        }
+        None => {
+            let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
+            for l in &listeners {
+                l.set_backlog(cli.backlog)
+                    .map_err(|e| format!("cannot set the backlog of {}: {e}", l.describe()))?;
+            }
+            listeners
+        }
+    };
+    // Removed when this function returns, however it returns.
+    let _pid_file = cli.pid.as_deref().map(pidfile::PidFile::create).transpose()?;
     let addresses: Vec<String> = listeners.iter().map(Listener::describe).collect();
     let workers = cli.workers.max(1);
     let threads = cli.threads.max(1);
@@ -223,7 +247,7 @@ fn run(cli: Cli) -> Result<(), String> {
 /// A worker process: takes the sockets its supervisor mapped in, loads the application and
 /// serves until SIGTERM or SIGINT.
 fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<(), String> {
-    let listeners = inherited_listeners(cli)?;
+    let listeners = activation::worker_sockets()?;
     // Both log files are opened before --chdir, so relative paths name files in the directory
     // wsgi-serve was started in.
     let keep_response_head = access_format.uses_response_headers();
@@ -413,34 +437,6 @@ fn serve_tokio(
         server.serve(listeners).await;
         Ok(())
     })
-}
-
-/// The listening sockets the supervisor mapped in (`LISTEN_FDS`), in `--bind` order.
-fn inherited_listeners(cli: &Cli) -> Result<Vec<Listener>, String> {
-    let mut fds = listenfd::ListenFd::from_env();
-    let mut listeners = Vec::with_capacity(fds.len());
-    for i in 0..fds.len() {
-        let listener = match fds.take_tcp_listener(i) {
-            Ok(Some(l)) => Listener::Tcp(l),
-            _ => match fds.take_unix_listener(i) {
-                Ok(Some(l)) => {
-                    let path = cli.bind.get(i).and_then(|b| b.strip_prefix("unix:")).unwrap_or("");
-                    Listener::Unix(l, PathBuf::from(path))
-                }
-                _ => {
-                    return Err(format!(
-                        "inherited descriptor {} is not a listening socket",
-                        i + 3
-                    ));
-                }
-            },
-        };
-        listeners.push(listener);
-    }
-    if listeners.is_empty() {
-        return Err("no listening sockets were passed to this worker".to_owned());
-    }
-    Ok(listeners)
 }
 
 /// This worker's request limit: `max` plus a random share of `jitter`; `None` when `max` is 0.

@@ -156,7 +156,8 @@ fn spawn_worker(args: &[OsString], sockets: &[OwnedFd]) -> std::io::Result<Child
         .env(WORKER_ENV, "1")
         .env("LISTEN_FDS", sockets.len().to_string())
         .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDS_FIRST_FD");
+        .env_remove("LISTEN_FDS_FIRST_FD")
+        .env_remove("LISTEN_FDNAMES");
     command.fd_mappings(mappings).map_err(|_| std::io::Error::other("descriptor collision"))?;
     command.spawn()
 }
