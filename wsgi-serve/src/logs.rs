@@ -66,6 +66,10 @@ impl LineLog {
         self.write(LogLevel::Error, message);
     }
 
+    pub(crate) fn critical(&self, message: &str) {
+        self.write(LogLevel::Critical, message);
+    }
+
     fn write(&self, level: LogLevel, message: &str) {
         if level < self.level {
             return;

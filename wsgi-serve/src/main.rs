@@ -10,6 +10,7 @@ mod activation;
 mod logs;
 mod pidfile;
 mod supervisor;
+mod watchdog;
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -20,8 +21,8 @@ use std::time::Duration;
 use adapter_std::{AccessLog, Listener, ServerConfig};
 use clap::Parser;
 use pyo3::prelude::*;
-use wsgi_core::Config;
 use wsgi_core::python::{AppSpec, PyApplication, PyOptions};
+use wsgi_core::{Application, Config};
 
 use access::{AccessFormat, AccessWriter};
 use logs::{LineLog, LogLevel};
@@ -72,7 +73,10 @@ struct Cli {
     #[arg(long, value_name = "DIRS", value_delimiter = ',')]
     pythonpath: Vec<PathBuf>,
 
-    /// Seconds a request body read or response write may block before the client is dropped.
+    /// Seconds a request may run inside the application before its worker is killed and
+    /// replaced (0: never). Time waiting on the client does not count: it is bounded apart, as
+    /// each request body read or response write may block this long before the client is
+    /// dropped.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
 
@@ -241,13 +245,29 @@ fn run(cli: Cli) -> Result<(), String> {
             Listener::Unix(l, _) => l.into(),
         })
         .collect();
-    supervisor::supervise(workers, sockets, Duration::from_secs(cli.graceful_timeout), &log)
+    let timeout = (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout));
+    supervisor::supervise(
+        workers,
+        sockets,
+        Duration::from_secs(cli.graceful_timeout),
+        timeout,
+        &log,
+    )
 }
 
 /// A worker process: takes the sockets its supervisor mapped in, loads the application and
 /// serves until SIGTERM or SIGINT.
 fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<(), String> {
     let listeners = activation::worker_sockets()?;
+    // Beating before the application loads: loading does not count against --timeout.
+    let board = match watchdog::worker_heartbeat()? {
+        Some(file) => {
+            let board = Arc::new(watchdog::Board::default());
+            watchdog::start_heartbeat(board.clone(), file, Duration::from_secs(cli.timeout))?;
+            Some(board)
+        }
+        None => None,
+    };
     // Both log files are opened before --chdir, so relative paths name files in the directory
     // wsgi-serve was started in.
     let keep_response_head = access_format.uses_response_headers();
@@ -280,7 +300,7 @@ fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<
         None => hello_app(options),
     };
     let app = match loaded {
-        Ok(app) => app,
+        Ok(app) => watchdog::Watched::new(app, board),
         Err(message) => {
             eprintln!("wsgi-serve: {message}");
             std::process::exit(supervisor::BOOT_ERROR);
@@ -300,7 +320,8 @@ fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<
     config.threads = cli.threads.max(1);
     config.core = core;
     config.root_path = cli.root_path.clone();
-    config.io_timeout = Duration::from_secs(cli.timeout.max(1));
+    // --timeout 0 turns the watchdog off, not the I/O timeout down: then a day.
+    config.io_timeout = Duration::from_secs(if cli.timeout == 0 { 86_400 } else { cli.timeout });
     config.graceful_timeout = Duration::from_secs(cli.graceful_timeout);
     let limit = request_limit(cli.max_requests, cli.max_requests_jitter);
     if access_log.is_some() || limit.is_some() {
@@ -345,7 +366,7 @@ fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<
 type Signals = signal_hook::iterator::Signals;
 
 fn serve_std(
-    app: PyApplication,
+    app: impl Application,
     listeners: Vec<Listener>,
     config: ServerConfig,
     mut signals: Signals,
@@ -389,7 +410,7 @@ enum StdListener {
 
 #[cfg(feature = "smol")]
 fn serve_smol(
-    app: PyApplication,
+    app: impl Application,
     listeners: Vec<Listener>,
     config: ServerConfig,
     signals: Signals,
@@ -413,7 +434,7 @@ fn serve_smol(
 
 #[cfg(feature = "tokio")]
 fn serve_tokio(
-    app: PyApplication,
+    app: impl Application,
     listeners: Vec<Listener>,
     config: ServerConfig,
     signals: Signals,
