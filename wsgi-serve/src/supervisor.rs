@@ -11,7 +11,7 @@
 //! - SIGHUP: a new set of workers starts, and the old ones stop gracefully. The listening
 //!   sockets stay open throughout, so no connection is refused;
 //! - with `--timeout`, a worker whose application is stuck in one request for longer (its
-//!   heartbeat, see [`watchdog`](crate::watchdog), went quiet) is killed (SIGKILL) and
+//!   heartbeat, see [`crate::watchdog`], went quiet) is killed (SIGKILL) and
 //!   replaced, with a CRITICAL line naming the request.
 
 use std::ffi::OsString;
