@@ -170,7 +170,7 @@ async fn exchange<R: Runtime, S: Socket>(
 ) -> Option<Connection> {
     let shared = &active.0;
     let timeout = shared.config.io_timeout;
-    let ex = Exchange::new(&environ, shared.config.access_log.is_some());
+    let ex = Exchange::new(&environ, shared.config.access_log.as_ref());
     let io = ChannelIo::new(conn, socket.clone(), link, shared.clone(), ex, peer);
     let job = Job { environ, io: Box::new(io) };
     // The queue is unbounded (one job per connection at most): this never waits.
