@@ -71,9 +71,14 @@ impl Conn {
         loop {
             match self.conn.poll_event() {
                 Ok(Some(Event::Request(head))) => {
+                    if self.requests == 0 {
+                        if let Some(header) = self.conn.proxy_header() {
+                            self.info = self.info.clone().with_proxy_header(header);
+                        }
+                    }
                     self.requests += 1;
                     let environ = Environ::new(&head, &self.info);
-                    let ex = Exchange::new(&environ, shared.config.access_log.is_some());
+                    let ex = Exchange::new(&environ, shared.config.access_log.as_ref());
                     let io = StdIo { conn: Some(self), shared: shared.clone(), ex };
                     return Step::Job(Job { environ, io: Box::new(io) });
                 }

@@ -343,7 +343,8 @@ impl Poller {
                     }
                     let info = ServerInfo::new(stream.local_addr(), peer)
                         .with_scheme(config.scheme)
-                        .with_root_path(&config.root_path);
+                        .with_root_path(&config.root_path)
+                        .with_trusted_proxies(config.trusted_proxies.clone());
                     let conn = Connection::new(config.core.clone(), Instant::now());
                     self.add_idle(Conn { stream, conn, info, requests: 0 });
                 }

@@ -6,7 +6,7 @@
 //! - errors are sticky: after one, `poll_event` returns the same error and no event, even after
 //!   more input;
 //! - every surfaced request yields an environ with the variables PEP 3333 requires and no
-//!   repeated key;
+//!   repeated key (the peer is a trusted proxy, so proxy headers are parsed into it as well);
 //! - nothing panics.
 #![no_main]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -63,7 +63,12 @@ impl Driver {
             Some("127.0.0.1:8000".parse().unwrap()),
             Some("10.0.0.7:51234".parse().unwrap()),
         )
-        .with_root_path("/app");
+        .with_root_path("/app")
+        // The peer is a trusted proxy, so every request's Forwarded and X-Forwarded-* fields
+        // are parsed into the environ too.
+        .with_trusted_proxies(Some(std::sync::Arc::new(
+            wsgi_core::TrustedProxies::parse("10.0.0.0/8,::1").unwrap(),
+        )));
         Driver {
             conn: Connection::new(config(), now),
             now,

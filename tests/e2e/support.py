@@ -72,7 +72,9 @@ class Server:
                 args.append(self.app)
             args += ["--bind", f"127.0.0.1:{self.port}", "--runtime", self.runtime,
                      "--threads", str(self.threads), "--error-logfile", str(self.error_log),
-                     "--access-logfile", str(self.access_log), "--graceful-timeout", "20"]
+                     "--graceful-timeout", "20"]
+            if "--access-logfile" not in self.extra:
+                args += ["--access-logfile", str(self.access_log)]
             if self.chdir:
                 args += ["--chdir", str(self.chdir)]
             args += self.extra

@@ -205,7 +205,7 @@ def test_sigterm_lets_a_request_over_tls_finish(start_server, pki):
 
 
 @pytest.mark.parametrize("case", ["missing cert", "missing key", "key mismatch", "no cert",
-                                  "cert without key"])
+                                  "cert without key", "with --proxy-protocol"])
 def test_bad_tls_files_are_refused_at_startup(wsgi_serve_bin, pki, tmp_path, case):
     missing = tmp_path / "no-such.pem"
     args, needle = {
@@ -218,6 +218,8 @@ def test_bad_tls_files_are_refused_at_startup(wsgi_serve_bin, pki, tmp_path, cas
         "no cert": (["--certfile", str(pki["key"]), "--keyfile", str(pki["key"])],
                     f"--certfile {pki['key']} holds no PEM certificate"),
         "cert without key": (["--certfile", str(pki["cert"])], "needs --keyfile"),
+        "with --proxy-protocol": (tls_options(pki) + ["--proxy-protocol"],
+                                  "--proxy-protocol with --certfile"),
     }[case]
     done = subprocess.run([str(wsgi_serve_bin), "--bind", "127.0.0.1:0", *args],
                           capture_output=True, timeout=TIMEOUT, check=False)

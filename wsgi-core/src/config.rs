@@ -38,6 +38,10 @@ pub struct Config {
     pub head_timeout: Duration,
     /// How long a kept-alive connection may sit idle between requests before it is closed.
     pub keep_alive_timeout: Duration,
+    /// Expect a PROXY protocol header (version 1 or 2, as HAProxy and nginx send it) before
+    /// the first request, and refuse the connection (400) without one. Turn it on only for
+    /// listeners that a proxy alone can reach: the header decides the client's address.
+    pub proxy_protocol: bool,
     server_header: Option<Bytes>,
 }
 
@@ -52,6 +56,7 @@ impl Default for Config {
             max_chunk_line: 4096,
             head_timeout: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(5),
+            proxy_protocol: false,
             server_header: None,
         }
     }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::config::Config;
 use crate::date::HttpDate;
@@ -11,6 +11,7 @@ use crate::encode::BodyEncoder;
 use crate::error::{ProtocolError, UsageError};
 use crate::framing::response_framing;
 use crate::head::{HeadScanner, RequestHead};
+use crate::proxy_protocol::{ProxyHeader, parse_proxy_header};
 use crate::response::ResponseHead;
 use crate::state::{Input, Read, RequestInfo, State, Write};
 
@@ -52,6 +53,9 @@ pub struct Connection {
     grown: bool,
     scanner: HeadScanner,
     date: Option<HttpDate>,
+    /// A PROXY protocol header is due before the first request ([`Config::proxy_protocol`]).
+    expect_proxy: bool,
+    proxy_header: Option<ProxyHeader>,
 }
 
 impl Connection {
@@ -59,6 +63,8 @@ impl Connection {
     /// [`Config::head_timeout`].
     pub fn new(config: Config, now: Instant) -> Connection {
         Connection {
+            expect_proxy: config.proxy_protocol,
+            proxy_header: None,
             config,
             state: State::new(now),
             buf: BytesMut::with_capacity(INITIAL_BUFFER),
@@ -71,6 +77,13 @@ impl Connection {
     /// Returns the configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Returns the PROXY protocol header the connection started with, once it was received
+    /// (only with [`Config::proxy_protocol`] on). A driver takes the client's address from it
+    /// before it builds the first request's environ.
+    pub fn proxy_header(&self) -> Option<&ProxyHeader> {
+        self.proxy_header.as_ref()
     }
 
     /// Feeds bytes received from the peer. Call [`poll_event`](Self::poll_event) afterwards.
@@ -158,6 +171,18 @@ impl Connection {
     }
 
     fn poll_head(&mut self) -> Result<Option<Event>, ProtocolError> {
+        if self.expect_proxy && !self.buf.is_empty() {
+            match parse_proxy_header(&self.buf) {
+                Err(e) => return Err(self.fail(e)),
+                Ok(Some((header, n))) => {
+                    self.buf.advance(n);
+                    self.proxy_header = Some(header);
+                    self.expect_proxy = false;
+                }
+                Ok(None) if self.state.eof => return Err(self.fail(ProtocolError::IncompleteHead)),
+                Ok(None) => return Ok(None),
+            }
+        }
         match self.scanner.parse(&mut self.buf, &self.config) {
             Err(e) => Err(self.fail(e)),
             Ok(Some(head)) => {

@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::forwarded::{Forwarded, TrustedProxies, forwarded};
 use crate::head::{RequestHead, Span, TargetForm, split_authority};
 use crate::names;
+use crate::proxy_protocol::ProxyHeader;
 
 /// The URL scheme the server is reached by (`wsgi.url_scheme`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -54,6 +56,9 @@ pub struct ServerInfo {
     peer: Option<SocketAddr>,
     scheme: Scheme,
     root_path: Option<Arc<str>>,
+    proxies: Option<Arc<TrustedProxies>>,
+    /// `peer` is in `proxies`: its proxy headers are believed.
+    peer_trusted: bool,
     /// The environ strings that depend only on the connection, rendered once for all its
     /// requests.
     rendered: Arc<Rendered>,
@@ -82,6 +87,8 @@ impl ServerInfo {
             peer,
             scheme: Scheme::Http,
             root_path: None,
+            proxies: None,
+            peer_trusted: false,
             rendered: Arc::default(),
         };
         info.rendered()
@@ -112,6 +119,8 @@ impl ServerInfo {
         }
         r.root = self.root_path.as_deref().unwrap_or_default().to_owned();
         self.rendered = Arc::new(r);
+        self.peer_trusted =
+            self.proxies.as_ref().is_some_and(|p| p.trusts(self.peer.map(|a| a.ip())));
         self
     }
 
@@ -145,6 +154,30 @@ impl ServerInfo {
     #[must_use]
     pub fn with_peer(mut self, peer: Option<SocketAddr>) -> ServerInfo {
         self.peer = peer;
+        self.rendered()
+    }
+
+    /// Believes the proxy headers (`Forwarded`, `X-Forwarded-For`, `-Proto`, `-Host`, `-Port`,
+    /// `-Prefix`) of requests from a peer in `proxies`; `None` (the default) believes none.
+    /// What each header changes is in [`TrustedProxies`]' module documentation.
+    #[must_use]
+    pub fn with_trusted_proxies(mut self, proxies: Option<Arc<TrustedProxies>>) -> ServerInfo {
+        self.proxies = proxies;
+        self.rendered()
+    }
+
+    /// Takes the client's and the server's addresses from a PROXY protocol header, and the
+    /// scheme `https` if the client reached the proxy over TLS. A header without addresses (a
+    /// health check, `UNKNOWN`) changes only the scheme.
+    #[must_use]
+    pub fn with_proxy_header(mut self, header: &ProxyHeader) -> ServerInfo {
+        if let Some(source) = header.source {
+            self.peer = Some(source);
+            self.local = header.destination.or(self.local);
+        }
+        if header.tls {
+            self.scheme = Scheme::Https;
+        }
         self.rendered()
     }
 
@@ -356,13 +389,89 @@ impl Environ {
             b.content_length(head, n);
         }
         b.http_headers(head);
-        Environ {
+        let mut environ = Environ {
             head: head.bytes.clone(),
             extra: b.extra,
             server: server.rendered.clone(),
             entries: b.entries,
             scheme: server.scheme,
+        };
+        if let (true, Some(proxies)) = (server.peer_trusted, &server.proxies) {
+            environ.apply_forwarded(head, forwarded(head, proxies));
         }
+        environ
+    }
+
+    /// Applies what trusted proxy headers said (see [`TrustedProxies`]).
+    fn apply_forwarded(&mut self, head: &RequestHead, f: Forwarded<'_>) {
+        let mut text = String::new();
+        if let Some((ip, port)) = f.client {
+            push_ip(&mut text, ip);
+            self.set(Key::Cgi(CgiKey::RemoteAddr), &text);
+            match port {
+                Some(p) => self.set(Key::Cgi(CgiKey::RemotePort), itoa::Buffer::new().format(p)),
+                None => self.entries.retain(|e| e.key != Key::Cgi(CgiKey::RemotePort)),
+            }
+        }
+        if let Some(scheme) = f.scheme {
+            self.scheme = scheme;
+        }
+        let default_port = self.scheme.default_port();
+        if let Some(host) = &f.host {
+            // A valid authority is ASCII.
+            text.clear();
+            push_latin1(&mut text, host);
+            self.set(Key::Known(names::HOST), &text);
+            let (name, _) = split_authority(host);
+            text.clear();
+            push_latin1(&mut text, name);
+            self.set(Key::Cgi(CgiKey::ServerName), &text);
+        }
+        if let Some(port) = f.port {
+            self.set(Key::Cgi(CgiKey::ServerPort), itoa::Buffer::new().format(port));
+        } else if f.host.is_some() {
+            self.set(Key::Cgi(CgiKey::ServerPort), default_port);
+        } else if f.scheme.is_some() {
+            // A Host without a port meant the default port of the scheme the client used.
+            let sent = head.authority.or(head.host).filter(|s| s.start != s.end);
+            if sent.is_some_and(|span| split_authority(span.get(&head.bytes)).1.is_none()) {
+                self.set(Key::Cgi(CgiKey::ServerPort), default_port);
+            }
+        }
+        if let Some(prefix) = f.prefix {
+            text.clear();
+            push_percent_decoded(&mut text, prefix);
+            let script = self.value_of(Key::Cgi(CgiKey::ScriptName)).unwrap_or_default().to_owned();
+            text.push_str(&script);
+            self.set(Key::Cgi(CgiKey::ScriptName), &text);
+        }
+    }
+
+    /// The value of `key`, if present.
+    fn value_of(&self, key: Key) -> Option<&str> {
+        let e = self.entries.iter().find(|e| e.key == key)?;
+        Some(text(&self.head, &self.extra, &self.server, e.value))
+    }
+
+    /// Sets `key` to `value` (a copy in `extra`), adding the entry if it is missing: a CGI
+    /// variable after the other CGI variables, a header variable at the end.
+    fn set(&mut self, key: Key, value: &str) {
+        let start = self.extra.len() as u32;
+        self.extra.push_str(value);
+        let value = Text::Extra(start, self.extra.len() as u32);
+        if let Some(e) = self.entries.iter_mut().find(|e| e.key == key) {
+            e.value = value;
+            return;
+        }
+        let at = match key {
+            Key::Cgi(_) => self
+                .entries
+                .iter()
+                .position(|e| !matches!(e.key, Key::Cgi(_)))
+                .unwrap_or(self.entries.len()),
+            _ => self.entries.len(),
+        };
+        self.entries.insert(at, Entry { key, value });
     }
 
     /// Returns the value of `key`, if present.

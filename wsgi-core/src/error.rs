@@ -73,6 +73,9 @@ pub enum ProtocolError {
     UnsupportedVersion,
     /// A method this server does not implement (`CONNECT`).
     UnsupportedMethod,
+    /// A connection expected to start with a PROXY protocol header
+    /// ([`Config::proxy_protocol`](crate::Config)) started with something else.
+    BadProxyHeader,
     /// The connection ended in the middle of a request head.
     IncompleteHead,
     /// The connection ended in the middle of a request body.
@@ -116,6 +119,7 @@ impl ProtocolError {
             | ChunkLineTooLong
             | BadChunkDelimiter
             | BadTrailer
+            | BadProxyHeader
             | IncompleteHead
             | IncompleteBody => 400,
         }
@@ -165,6 +169,7 @@ impl ProtocolError {
             BodyTooLarge => "request body too large",
             UnsupportedVersion => "unsupported HTTP version",
             UnsupportedMethod => "unsupported method",
+            BadProxyHeader => "invalid or missing PROXY protocol header",
             IncompleteHead => "connection closed during the request head",
             IncompleteBody => "connection closed during the request body",
             HeadTimeout => "request head not received in time",

@@ -12,6 +12,12 @@ pub(crate) const EXPECT: u8 = 2;
 pub(crate) const CONTENT_LENGTH: u8 = 3;
 pub(crate) const CONTENT_TYPE: u8 = 5;
 pub(crate) const COOKIE: u8 = 6;
+pub(crate) const X_FORWARDED_FOR: u8 = 38;
+pub(crate) const X_FORWARDED_PROTO: u8 = 39;
+pub(crate) const X_FORWARDED_HOST: u8 = 40;
+pub(crate) const X_FORWARDED_PORT: u8 = 41;
+pub(crate) const X_FORWARDED_PREFIX: u8 = 42;
+pub(crate) const FORWARDED: u8 = 48;
 
 /// Known names (lowercase) and their environ keys, by id.
 pub(crate) static NAMES: [(&str, &str); 62] = [
@@ -150,6 +156,17 @@ mod tests {
             let derived = format!("HTTP_{}", name.to_uppercase().replace('-', "_"));
             let cgi = matches!(*name, "content-type" | "content-length");
             assert_eq!(*key, if cgi { name.to_uppercase().replace('-', "_") } else { derived });
+        }
+        for (id, name) in [
+            (X_FORWARDED_FOR, "x-forwarded-for"),
+            (X_FORWARDED_PROTO, "x-forwarded-proto"),
+            (X_FORWARDED_HOST, "x-forwarded-host"),
+            (X_FORWARDED_PORT, "x-forwarded-port"),
+            (X_FORWARDED_PREFIX, "x-forwarded-prefix"),
+            (FORWARDED, "forwarded"),
+            (COOKIE, "cookie"),
+        ] {
+            assert_eq!(NAMES[usize::from(id)].0, name);
         }
         assert_eq!(lookup(b"x-unknown"), UNKNOWN);
         assert_eq!(lookup(b"HoSt"), HOST);

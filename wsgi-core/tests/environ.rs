@@ -582,3 +582,199 @@ fn scheme_names() {
     assert_eq!(ServerInfo::default().scheme(), Scheme::Http);
     assert_eq!(ServerInfo::default().with_scheme(Scheme::Https).scheme(), Scheme::Https);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Proxy headers from trusted peers (Forwarded, X-Forwarded-*) and the PROXY protocol
+// ---------------------------------------------------------------------------------------------
+
+/// What a row expects of the environ: REMOTE_ADDR, REMOTE_PORT, wsgi.url_scheme, HTTP_HOST,
+/// SERVER_NAME, SERVER_PORT, SCRIPT_NAME, PATH_INFO.
+type Proxied<'a> =
+    (&'a str, Option<&'a str>, Scheme, Option<&'a str>, &'a str, &'a str, &'a str, &'a str);
+
+fn proxied_view(env: &Environ) -> Proxied<'_> {
+    (
+        env.get("REMOTE_ADDR").unwrap(),
+        env.get("REMOTE_PORT"),
+        env.scheme(),
+        env.get("HTTP_HOST"),
+        env.get("SERVER_NAME").unwrap(),
+        env.get("SERVER_PORT").unwrap(),
+        env.get("SCRIPT_NAME").unwrap(),
+        env.get("PATH_INFO").unwrap(),
+    )
+}
+
+#[test]
+fn proxy_headers_from_trusted_peers() {
+    use Scheme::{Http, Https};
+    use std::sync::Arc;
+    use wsgi_core::TrustedProxies;
+    let trusted = Some(Arc::new(TrustedProxies::parse("127.0.0.1,10.0.0.0/8").unwrap()));
+    let via = |peer: &str| {
+        ServerInfo::new(addr("127.0.0.1:8000"), addr(peer)).with_trusted_proxies(trusted.clone())
+    };
+    let req =
+        |fields: &str| format!("GET /x HTTP/1.1\r\nHost: app.test\r\n{fields}\r\n").into_bytes();
+    // No proxy header: nothing changes.
+    let plain: Proxied<'_> =
+        ("127.0.0.1", Some("5000"), Http, Some("app.test"), "app.test", "80", "", "/x");
+    let rows: &[(&str, &str, Proxied<'_>)] = &[
+        ("127.0.0.1:5000", "", plain),
+        // nginx: `proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for` and friends.
+        (
+            "127.0.0.1:5000",
+            "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: www.example.com\r\n",
+            (
+                "203.0.113.9",
+                None,
+                Https,
+                Some("www.example.com"),
+                "www.example.com",
+                "443",
+                "",
+                "/x",
+            ),
+        ),
+        // The client's own additions on the left are not believed: the last untrusted hop is.
+        (
+            "127.0.0.1:5000",
+            "X-Forwarded-For: 6.6.6.6, 203.0.113.9, 10.0.0.5\r\n",
+            ("203.0.113.9", None, Http, Some("app.test"), "app.test", "80", "", "/x"),
+        ),
+        // Repeated X-Forwarded-For lines are one list.
+        (
+            "127.0.0.1:5000",
+            "X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-For: 10.0.0.7\r\n",
+            ("198.51.100.1", None, Http, Some("app.test"), "app.test", "80", "", "/x"),
+        ),
+        // The proto and host the nearest proxy wrote (the last element); a port header.
+        (
+            "127.0.0.1:5000",
+            "X-Forwarded-Proto: http, https\r\nX-Forwarded-Host: evil.test, shop.test:8443\r\n",
+            (
+                "127.0.0.1",
+                Some("5000"),
+                Https,
+                Some("shop.test:8443"),
+                "shop.test",
+                "8443",
+                "",
+                "/x",
+            ),
+        ),
+        (
+            "127.0.0.1:5000",
+            "X-Forwarded-Port: 8080\r\n",
+            ("127.0.0.1", Some("5000"), Http, Some("app.test"), "app.test", "8080", "", "/x"),
+        ),
+        // A prefix the proxy stripped becomes SCRIPT_NAME (percent-decoded, trailing / dropped).
+        (
+            "127.0.0.1:5000",
+            "X-Forwarded-Prefix: /caf%C3%A9/\r\n",
+            ("127.0.0.1", Some("5000"), Http, Some("app.test"), "app.test", "80", "/cafÃ©", "/x"),
+        ),
+        // Invalid values are ignored one by one.
+        (
+            "127.0.0.1:5000",
+            "X-Forwarded-For: not-an-ip\r\nX-Forwarded-Proto: gopher\r\nX-Forwarded-Host: a b\r\nX-Forwarded-Port: 99999\r\nX-Forwarded-Prefix: relative\r\n",
+            ("127.0.0.1", Some("5000"), Http, Some("app.test"), "app.test", "80", "", "/x"),
+        ),
+        // RFC 7239 §7.1 and §4: Forwarded, with an IPv6 node and a port.
+        (
+            "10.1.1.1:5000",
+            "Forwarded: for=\"[2001:db8:cafe::17]:4711\";proto=https;host=www.example.com\r\n",
+            (
+                "2001:db8:cafe::17",
+                Some("4711"),
+                Https,
+                Some("www.example.com"),
+                "www.example.com",
+                "443",
+                "",
+                "/x",
+            ),
+        ),
+        // Forwarded takes precedence over X-Forwarded-*; the hop's own proto/host are used.
+        (
+            "127.0.0.1:5000",
+            "X-Forwarded-For: 198.51.100.1\r\nForwarded: for=192.0.2.43;proto=https, for=10.0.0.9;proto=http\r\n",
+            ("192.0.2.43", None, Https, Some("app.test"), "app.test", "443", "", "/x"),
+        ),
+        // An obfuscated client: the address stays the proxy's.
+        (
+            "127.0.0.1:5000",
+            "Forwarded: for=_hidden;proto=https\r\n",
+            ("127.0.0.1", Some("5000"), Https, Some("app.test"), "app.test", "443", "", "/x"),
+        ),
+        // A malformed Forwarded changes nothing (and X-Forwarded-For is not consulted).
+        (
+            "127.0.0.1:5000",
+            "Forwarded: for=192.0.2.1;for=192.0.2.2\r\nX-Forwarded-For: 198.51.100.1\r\n",
+            plain,
+        ),
+        // From an untrusted peer every proxy header is ignored.
+        (
+            "192.0.2.200:5000",
+            "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\nForwarded: for=1.2.3.4\r\nX-Forwarded-Prefix: /p\r\n",
+            ("192.0.2.200", Some("5000"), Http, Some("app.test"), "app.test", "80", "", "/x"),
+        ),
+    ];
+    for (peer, fields, want) in rows {
+        let env = environ_with(&req(fields), &via(peer));
+        assert_eq!(proxied_view(&env), *want, "{peer} {fields:?}");
+        // The headers themselves stay in the environ for the application.
+        if fields.contains("X-Forwarded-For") {
+            assert!(env.get("HTTP_X_FORWARDED_FOR").is_some());
+        }
+    }
+    // Without trusted proxies (the default), even a loopback peer's headers are ignored.
+    let untrusting = ServerInfo::new(addr("127.0.0.1:8000"), addr("127.0.0.1:5000"));
+    let env = environ_with(&req("X-Forwarded-For: 203.0.113.9\r\n"), &untrusting);
+    assert_eq!(env.get("REMOTE_ADDR"), Some("127.0.0.1"));
+    // A Unix-socket peer is trusted when any proxy is; REMOTE_PORT appears with a port.
+    let unix = ServerInfo::new(None, None).with_trusted_proxies(trusted.clone());
+    let env = environ_with(&req("Forwarded: for=\"192.0.2.1:99\"\r\n"), &unix);
+    assert_eq!((env.get("REMOTE_ADDR"), env.get("REMOTE_PORT")), (Some("192.0.2.1"), Some("99")));
+    // CGI variables stay ahead of the HTTP_ ones.
+    let keys: Vec<_> = env.entries().map(|(k, _)| matches!(k, EnvKey::Cgi(_))).collect();
+    assert!(keys.windows(2).all(|w| w[0] || !w[1]), "{keys:?}");
+    // An HTTP/1.0 request without Host gets HTTP_HOST from X-Forwarded-Host.
+    let env =
+        environ_with(b"GET / HTTP/1.0\r\nX-Forwarded-Host: h.test:81\r\n\r\n", &via("127.0.0.1:1"));
+    assert_eq!((env.get("HTTP_HOST"), env.get("SERVER_PORT")), (Some("h.test:81"), Some("81")));
+}
+
+#[test]
+fn proxy_protocol_header_sets_the_addresses() {
+    let now = Instant::now();
+    let mut config = Config::default();
+    config.proxy_protocol = true;
+    let mut conn = Connection::new(config, now);
+    conn.handle_input(
+        b"PROXY TCP6 2001:db8::5 2001:db8::1 40000 443\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        now,
+    );
+    let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!() };
+    let server = ServerInfo::new(addr("127.0.0.1:8000"), addr("127.0.0.1:5000"))
+        .with_proxy_header(conn.proxy_header().unwrap());
+    let env = Environ::new(&head, &server);
+    assert_eq!(env.get("REMOTE_ADDR"), Some("2001:db8::5"));
+    assert_eq!(env.get("REMOTE_PORT"), Some("40000"));
+    assert_eq!(env.scheme(), Scheme::Http);
+    // Without a Host, SERVER_NAME comes from the destination the proxy was reached at.
+    let mut conn = Connection::new(conn.config().clone(), now);
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x14".to_vec();
+    v2.extend_from_slice(&[192, 0, 2, 1, 198, 51, 100, 2, 0x9c, 0x40, 0x01, 0xbb]);
+    v2.extend_from_slice(&[0x20, 0, 5, 1, 0, 0, 0, 0]);
+    v2.extend_from_slice(b"GET / HTTP/1.0\r\n\r\n");
+    conn.handle_input(&v2, now);
+    let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!() };
+    let server = ServerInfo::new(addr("127.0.0.1:8000"), None)
+        .with_proxy_header(conn.proxy_header().unwrap());
+    let env = Environ::new(&head, &server);
+    assert_eq!(env.get("REMOTE_ADDR"), Some("192.0.2.1"));
+    assert_eq!(env.get("SERVER_NAME"), Some("198.51.100.2"));
+    assert_eq!(env.get("SERVER_PORT"), Some("443"));
+    assert_eq!(env.scheme(), Scheme::Https);
+}

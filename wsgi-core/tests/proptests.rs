@@ -8,8 +8,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 use proptest::prelude::*;
 use wsgi_core::{
-    BodyEncoder, ChunkedDecoder, Config, Connection, Decoded, Event, ProtocolError, ResponseBody,
-    ResponseHead,
+    BodyEncoder, ChunkedDecoder, Config, Connection, Decoded, Event, ProtocolError, ProxyHeader,
+    ResponseBody, ResponseHead,
 };
 
 /// What a driver observes, with body pieces coalesced (their boundaries depend on how the
@@ -26,8 +26,13 @@ enum Seen {
 /// Drives a connection like a server: feeds `pieces` in order, answers each request once its
 /// body ended, and records everything seen. Ends with EOF.
 fn drive(pieces: &[&[u8]]) -> Vec<Seen> {
+    drive_with(Config::default(), pieces).0
+}
+
+/// [`drive`] with `config`; also returns the PROXY protocol header the connection received.
+fn drive_with(config: Config, pieces: &[&[u8]]) -> (Vec<Seen>, Option<ProxyHeader>) {
     let now = Instant::now();
-    let mut conn = Connection::new(Config::default(), now);
+    let mut conn = Connection::new(config, now);
     let mut seen = Vec::new();
     let mut out = Vec::new();
     let response = ResponseHead::from_wsgi("200 OK", [("Content-Length", "2")]).unwrap();
@@ -71,7 +76,7 @@ fn drive(pieces: &[&[u8]]) -> Vec<Seen> {
         conn.handle_eof(now);
         pump(&mut conn, &mut seen);
     }
-    seen
+    (seen, conn.proxy_header().cloned())
 }
 
 /// Splits `bytes` at the given cut points (any values; taken modulo the length, sorted).
@@ -214,6 +219,120 @@ proptest! {
             prop_assert_eq!(i, whole.len() - 1, "events after an error: {:?}", whole);
         }
         prop_assert_eq!(drive(&split(&bytes, &cuts)), whole);
+    }
+
+    /// (a') With `proxy_protocol` on: a PROXY header (either version) before a valid request
+    /// stream, split anywhere, yields the same header and the same events as without it.
+    #[test]
+    fn proxy_header_split_invariance(
+        reqs in prop::collection::vec(req_strategy(), 1..3),
+        v2 in any::<bool>(),
+        src in any::<[u8; 4]>(),
+        sport in any::<u16>(),
+        tls in any::<bool>(),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let source = std::net::SocketAddr::from((src, sport));
+        let header = if v2 {
+            let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11".to_vec();
+            let tlv: &[u8] = if tls { &[0x20, 0, 5, 1, 0, 0, 0, 0] } else { &[] };
+            h.extend_from_slice(&u16::try_from(12 + tlv.len()).unwrap().to_be_bytes());
+            h.extend_from_slice(&src);
+            h.extend_from_slice(&[127, 0, 0, 1]);
+            h.extend_from_slice(&sport.to_be_bytes());
+            h.extend_from_slice(&443u16.to_be_bytes());
+            h.extend_from_slice(tlv);
+            h
+        } else {
+            format!("PROXY TCP4 {} 127.0.0.1 {sport} 443\r\n", source.ip()).into_bytes()
+        };
+        let mut config = Config::default();
+        config.proxy_protocol = true;
+        let requests: Vec<u8> = reqs.iter().flat_map(Req::to_bytes).collect();
+        let bytes = [&header[..], &requests].concat();
+        let (whole, proxied) = drive_with(config.clone(), &[&bytes]);
+        prop_assert_eq!(&whole, &expected(&reqs));
+        let proxied = proxied.unwrap();
+        prop_assert_eq!(proxied.source, Some(source));
+        prop_assert_eq!(proxied.tls, v2 && tls);
+        let (split_seen, split_proxied) = drive_with(config.clone(), &split(&bytes, &cuts));
+        prop_assert_eq!(split_seen, whole.clone());
+        prop_assert_eq!(split_proxied.as_ref(), Some(&proxied));
+        let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+        let (byte_seen, byte_proxied) = drive_with(config, &bytewise);
+        prop_assert_eq!(byte_seen, whole);
+        prop_assert_eq!(byte_proxied, Some(proxied));
+    }
+
+    /// (a'') Proxy headers: a `Forwarded` or `X-Forwarded-For` list sent as one field line or
+    /// split over several (RFC 9110 §5.3: the same list) gives the same environ; and arbitrary
+    /// values from a trusted peer never panic nor repeat a key.
+    #[test]
+    fn forwarded_lists_split_over_field_lines(
+        hops in prop::collection::vec((any::<[u8; 4]>(), any::<bool>(), any::<bool>()), 1..6),
+        cuts in prop::collection::vec(any::<usize>(), 0..4),
+        noise in prop::collection::vec(
+            prop::sample::select(b"abc019.:[]\",;=_ \t\\forprotohst".to_vec()), 0..40),
+    ) {
+        use std::sync::Arc;
+        use wsgi_core::{Environ, ServerInfo, TrustedProxies};
+        let server = ServerInfo::new(None, Some("10.0.0.1:5000".parse().unwrap()))
+            .with_trusted_proxies(Some(Arc::new(TrustedProxies::parse("10.0.0.0/8").unwrap())));
+        let environ_of = |fields: &[String]| {
+            let mut request = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+            for f in fields {
+                request.extend_from_slice(f.as_bytes());
+                request.extend_from_slice(b"\r\n");
+            }
+            request.extend_from_slice(b"\r\n");
+            let mut conn = Connection::new(Config::default(), Instant::now());
+            conn.handle_input(&request, Instant::now());
+            match conn.poll_event() {
+                Ok(Some(Event::Request(head))) => {
+                    let env = Environ::new(&head, &server);
+                    let mut keys: Vec<&str> = env.iter().map(|(k, _)| k).collect();
+                    let n = keys.len();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    assert_eq!(keys.len(), n, "repeated key");
+                    Some(["REMOTE_ADDR", "REMOTE_PORT", "SERVER_PORT", "HTTP_HOST"]
+                        .map(|k| env.get(k).map(str::to_owned))
+                        .to_vec())
+                }
+                _ => None,
+            }
+        };
+        for name in ["Forwarded", "X-Forwarded-For"] {
+            let elements: Vec<String> = hops
+                .iter()
+                .map(|(ip, trusted, proto)| {
+                    let ip = if *trusted { [10, ip[1], ip[2], ip[3]] } else { *ip };
+                    let ip = std::net::Ipv4Addr::from(ip);
+                    match (name, proto) {
+                        ("Forwarded", true) => format!("for={ip};proto=https"),
+                        ("Forwarded", false) => format!("for=\"{ip}:80\""),
+                        _ => ip.to_string(),
+                    }
+                })
+                .collect();
+            let one = vec![format!("{name}: {}", elements.join(", "))];
+            let mut at: Vec<usize> = cuts.iter().map(|c| c % elements.len()).collect();
+            at.sort_unstable();
+            at.dedup();
+            let mut lines = Vec::new();
+            let mut start = 0;
+            for c in at.into_iter().chain([elements.len()]) {
+                if c > start {
+                    lines.push(format!("{name}: {}", elements[start..c].join(",")));
+                    start = c;
+                }
+            }
+            let whole = environ_of(&one);
+            prop_assert!(whole.is_some());
+            prop_assert_eq!(whole, environ_of(&lines));
+            let noisy = vec![format!("{name}: {}", String::from_utf8_lossy(&noise))];
+            let _ = environ_of(&noisy);
+        }
     }
 
     /// (c) Chunked encode → decode gives back any body, whatever its chunking.

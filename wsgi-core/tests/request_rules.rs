@@ -209,6 +209,7 @@ fn wire_error(e: ProtocolError) -> Vec<u8> {
         IncompleteHead => ("400 Bad Request", "connection closed during the request head"),
         IncompleteBody => ("400 Bad Request", "connection closed during the request body"),
         HeadTimeout => ("408 Request Timeout", "request head not received in time"),
+        BadProxyHeader => ("400 Bad Request", "invalid or missing PROXY protocol header"),
         other => panic!("no expected wire form for {other:?}"),
     };
     assert_eq!(e.status().to_string(), status[..3], "{e:?}");
@@ -1210,4 +1211,63 @@ fn unread_body_drained_as_it_arrives() {
     conn.handle_input(&[b"llo".as_slice(), &line(b"GET /next HTTP/1.1")].concat(), now);
     let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!("next") };
     assert_eq!(head.target(), b"/next");
+}
+
+// ---------------------------------------------------------------------------------------------
+// PROXY protocol before the first request (Config::proxy_protocol)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn proxy_protocol_header_then_requests() {
+    let proxied = config(|c| c.proxy_protocol = true);
+    let v1 = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n";
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[192, 0, 2, 1, 198, 51, 100, 2, 0xdc, 0x04, 0x01, 0xbb]);
+    for header in [&v1[..], &v2[..]] {
+        // The header, then two pipelined requests: both served, the header read once.
+        let input = [header, &get(b""), &get(b"")].concat();
+        let now = Instant::now();
+        let mut conn = Connection::new(proxied.clone(), now);
+        let mut o = Outcome::default();
+        conn.handle_input(&input, now);
+        drive(&mut conn, now, &mut o);
+        let row = name(header);
+        check(
+            &row,
+            &o,
+            &[served("GET / HTTP/1.1", &[]), served("GET / HTTP/1.1", &[])].concat(),
+            &[OK, OK].concat(),
+            false,
+        );
+        let h = conn.proxy_header().unwrap();
+        assert_eq!(h.source, Some("192.0.2.1:56324".parse().unwrap()), "{row}");
+        assert_eq!(h.destination, Some("198.51.100.2:443".parse().unwrap()), "{row}");
+    }
+}
+
+#[test]
+fn proxy_protocol_rejections() {
+    let proxied = config(|c| c.proxy_protocol = true);
+    // A request without the header the listener requires: 400, closed.
+    let o = serve_with(proxied.clone(), &get(b""), false);
+    check_rejected("no header", &o, &[], ProtocolError::BadProxyHeader);
+    // A second header on a kept-alive connection is not a header but a bad request line.
+    let second = [&b"PROXY UNKNOWN\r\n"[..], &get(b""), b"PROXY UNKNOWN\r\n\r\n"].concat();
+    let o = serve_with(proxied.clone(), &second, false);
+    let mut events = served("GET / HTTP/1.1", &[]);
+    events.push(Ev::Err(ProtocolError::BadRequestLine));
+    let out = [OK, &wire_error(ProtocolError::BadRequestLine)].concat();
+    check("second header", &o, &events, &out, true);
+    // Cut inside the header: the head is incomplete.
+    let o = serve_with(proxied.clone(), b"PROXY TCP4 192.0", true);
+    check_rejected("cut header", &o, &[], ProtocolError::IncompleteHead);
+    // A health check that connects, sends only the header and leaves: a quiet close.
+    let o = serve_with(proxied.clone(), b"PROXY UNKNOWN\r\n", true);
+    check("header only", &o, &[Ev::Closed], b"", true);
+    // Without the setting, a PROXY line is an ordinary (bad) request.
+    let o = serve(b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n\r\n");
+    assert_eq!(o.events, [Ev::Err(ProtocolError::BadRequestLine)]);
+    // Not one byte of a header yet: waiting, not failing.
+    let o = serve_with(proxied, b"", false);
+    check("nothing", &o, &[], b"", false);
 }

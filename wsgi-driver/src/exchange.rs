@@ -34,13 +34,13 @@ pub enum BodyStep {
 }
 
 impl Exchange {
-    /// Starts the exchange of the request `environ` describes; `logged` keeps what the access
-    /// log needs (its clock starts now).
-    pub fn new(environ: &Environ, logged: bool) -> Exchange {
+    /// Starts the exchange of the request `environ` describes; with an `access_log` it keeps
+    /// what the log needs (its clock starts now).
+    pub fn new(environ: &Environ, access_log: Option<&AccessLog>) -> Exchange {
         Exchange {
             out: Vec::new(),
             ended: false,
-            log: logged.then(|| Box::new(AccessEntry::new(environ))),
+            log: access_log.map(|log| Box::new(AccessEntry::new(environ, log))),
         }
     }
 
@@ -95,7 +95,7 @@ impl Exchange {
         }
         conn.send_head(head, &mut self.out)?;
         if let Some(log) = self.log.as_mut() {
-            log.set_status(head.status());
+            log.set_head(head);
         }
         Ok(())
     }
@@ -155,10 +155,11 @@ impl Exchange {
         }
     }
 
-    /// Writes the access-log line of the request, for a client at `peer`.
-    pub fn log(&self, access_log: Option<&AccessLog>, peer: Option<std::net::SocketAddr>) {
-        if let (Some(entry), Some(access_log)) = (&self.log, access_log) {
-            access_log(&entry.record(peer));
+    /// Hands the request's record to the access log, for a client at `peer` (once: later
+    /// calls do nothing).
+    pub fn log(&mut self, access_log: Option<&AccessLog>, peer: Option<std::net::SocketAddr>) {
+        if let (Some(entry), Some(access_log)) = (self.log.take(), access_log) {
+            access_log.write(entry.into_record(peer));
         }
     }
 }

@@ -1,11 +1,10 @@
-//! The error log and the access log.
+//! The error log, and the time and escaping the access log shares with it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use adapter_std::AccessRecord;
 use wsgi_core::python::{ErrorLog, Level};
 
 /// The least severe level written to the error log (gunicorn's names).
@@ -20,14 +19,12 @@ pub(crate) enum LogLevel {
 
 enum Sink {
     Stderr,
-    Stdout,
     File(Mutex<File>),
 }
 
 impl Sink {
-    fn open(target: &str, default_stdout: bool) -> io::Result<Sink> {
+    fn open(target: &str) -> io::Result<Sink> {
         Ok(match target {
-            "-" if default_stdout => Sink::Stdout,
             "-" => Sink::Stderr,
             path => {
                 Sink::File(Mutex::new(OpenOptions::new().create(true).append(true).open(path)?))
@@ -39,7 +36,6 @@ impl Sink {
     fn line(&self, line: &str) {
         let _ = match self {
             Sink::Stderr => io::stderr().lock().write_all(line.as_bytes()),
-            Sink::Stdout => io::stdout().lock().write_all(line.as_bytes()),
             Sink::File(f) => {
                 f.lock().unwrap_or_else(PoisonError::into_inner).write_all(line.as_bytes())
             }
@@ -55,7 +51,7 @@ pub(crate) struct LineLog {
 
 impl LineLog {
     pub(crate) fn open(target: &str, level: LogLevel) -> io::Result<LineLog> {
-        Ok(LineLog { sink: Sink::open(target, false)?, level })
+        Ok(LineLog { sink: Sink::open(target)?, level })
     }
 
     pub(crate) fn info(&self, message: &str) {
@@ -64,6 +60,18 @@ impl LineLog {
 
     pub(crate) fn debug(&self, message: &str) {
         self.write(LogLevel::Debug, message);
+    }
+
+    pub(crate) fn warning(&self, message: &str) {
+        self.write(LogLevel::Warning, message);
+    }
+
+    pub(crate) fn error(&self, message: &str) {
+        self.write(LogLevel::Error, message);
+    }
+
+    pub(crate) fn critical(&self, message: &str) {
+        self.write(LogLevel::Critical, message);
     }
 
     fn write(&self, level: LogLevel, message: &str) {
@@ -98,38 +106,8 @@ impl ErrorLog for LineLog {
     }
 }
 
-/// The access log, in the combined log format (Apache's and nginx's default):
-/// `host - - [time] "request line" status bytes "referer" "user-agent"`.
-pub(crate) struct AccessLogFile {
-    sink: Sink,
-}
-
-impl AccessLogFile {
-    pub(crate) fn open(target: &str) -> io::Result<AccessLogFile> {
-        Ok(AccessLogFile { sink: Sink::open(target, true)? })
-    }
-
-    pub(crate) fn write(&self, r: &AccessRecord<'_>) {
-        let host = r.peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
-        let ((y, m, d), (hh, mm, ss)) = civil(r.started);
-        const MONTHS: [&str; 12] =
-            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-        let month = MONTHS.get(m.saturating_sub(1) as usize).copied().unwrap_or("Jan");
-        let bytes = if r.body_bytes == 0 { "-".to_owned() } else { r.body_bytes.to_string() };
-        self.sink.line(&format!(
-            "{host} - - [{d:02}/{month}/{y:04}:{hh:02}:{mm:02}:{ss:02} +0000] \"{} {} {}\" {} {bytes} \"{}\" \"{}\"\n",
-            escape(r.method),
-            escape(r.target),
-            r.version,
-            r.status,
-            escape(r.referer.unwrap_or("-")),
-            escape(r.user_agent.unwrap_or("-")),
-        ));
-    }
-}
-
 /// Escapes quotes, backslashes and control characters so a client cannot forge log lines.
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -143,7 +121,7 @@ fn escape(s: &str) -> String {
 }
 
 /// UTC calendar date and time of `t` (proleptic Gregorian; days-from-civil inverted).
-fn civil(t: SystemTime) -> ((i64, u32, u32), (u64, u64, u64)) {
+pub(crate) fn civil(t: SystemTime) -> ((i64, u32, u32), (u64, u64, u64)) {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let z = days as i64 + 719_468;

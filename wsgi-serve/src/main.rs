@@ -5,10 +5,14 @@
 //! wsgi-serve myproject.wsgi:application --bind 0.0.0.0:8000 --threads 8
 //! ```
 
+mod access;
+mod activation;
 mod logs;
+mod pidfile;
 mod supervisor;
 #[cfg(feature = "tls")]
 mod tls;
+mod watchdog;
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -16,13 +20,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_std::{Listener, ServerConfig};
+use adapter_std::{AccessLog, Listener, ServerConfig};
 use clap::Parser;
 use pyo3::prelude::*;
-use wsgi_core::Config;
 use wsgi_core::python::{AppSpec, PyApplication, PyOptions};
+use wsgi_core::{Application, Config, TrustedProxies};
 
-use logs::{AccessLogFile, LineLog, LogLevel};
+use access::{AccessFormat, AccessWriter};
+use logs::{LineLog, LogLevel};
 
 /// The app served when none is named: the classic WSGI hello world.
 const HELLO_APP: &std::ffi::CStr = c"
@@ -43,6 +48,8 @@ struct Cli {
     app: Option<String>,
 
     /// Where to listen: `HOST:PORT`, `[::1]:PORT` or `unix:PATH`. Repeat to listen on several.
+    /// Under systemd socket activation (LISTEN_PID is this process, LISTEN_FDS set), the sockets
+    /// systemd passed are served instead.
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", default_value = "127.0.0.1:8000")]
     bind: Vec<String>,
 
@@ -68,7 +75,10 @@ struct Cli {
     #[arg(long, value_name = "DIRS", value_delimiter = ',')]
     pythonpath: Vec<PathBuf>,
 
-    /// Seconds a request body read or response write may block before the client is dropped.
+    /// Seconds a request may run inside the application before its worker is killed and
+    /// replaced (0: never). Time waiting on the client does not count: it is bounded apart, as
+    /// each request body read or response write may block this long before the client is
+    /// dropped.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     timeout: u64,
 
@@ -108,9 +118,34 @@ struct Cli {
     #[arg(long = "limit-request-field_size", value_name = "BYTES", default_value_t = 8190)]
     limit_request_field_size: usize,
 
-    /// Write an access log line per request to this file (`-` for stdout).
+    /// Largest request body in bytes, declared or chunked; larger is answered 413 (before the
+    /// application runs when Content-Length declares it).
+    #[arg(long = "limit-request-body", value_name = "BYTES", default_value_t = 1 << 30)]
+    limit_request_body: u64,
+
+    /// Write an access log line per request to this file (`-` for stdout). Lines are written
+    /// by a thread of their own, at most 100 ms after their request ended.
     #[arg(long = "access-logfile", value_name = "FILE")]
     access_logfile: Option<String>,
+
+    /// The access log's line, in gunicorn's syntax (default: the combined log format).
+    /// Atoms: %(h)s client address (REMOTE_ADDR), %(l)s and %(u)s '-', %(t)s time,
+    /// %(r)s request line, %(m)s method, %(U)s path, %(q)s query, %(H)s protocol, %(s)s status,
+    /// %(B)s response bytes, %(b)s the same or '-', %(f)s referer, %(a)s user agent, %(T)s
+    /// seconds, %(M)s milliseconds, %(D)s microseconds, %(L)s decimal seconds, %(p)s pid,
+    /// %({name}i)s request header, %({name}o)s response header, %({NAME}e)s environ variable;
+    /// %% is a literal %.
+    #[arg(
+        long = "access-logformat",
+        value_name = "FORMAT",
+        default_value = access::DEFAULT_FORMAT,
+        hide_default_value = true
+    )]
+    access_logformat: String,
+
+    /// Write the supervisor's process id to this file (removed at exit).
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pid: Option<PathBuf>,
 
     /// Write the error log to this file (`-` for stderr).
     #[arg(long = "error-logfile", value_name = "FILE", default_value = "-")]
@@ -123,6 +158,21 @@ struct Cli {
     /// The path the application is mounted at behind a proxy (SCRIPT_NAME), e.g. `/app`.
     #[arg(long = "root-path", value_name = "PATH", default_value = "")]
     root_path: String,
+
+    /// Peers whose proxy headers are believed, comma-separated: IP addresses, networks
+    /// (10.0.0.0/8) or `*`. From them, `Forwarded` (RFC 7239) or else X-Forwarded-For, -Proto,
+    /// -Host and -Port set REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST and SERVER_NAME/PORT, and
+    /// X-Forwarded-Prefix is prepended to SCRIPT_NAME. Peers on Unix sockets are trusted unless
+    /// the list is empty (`''` trusts no one).
+    #[arg(long = "forwarded-allow-ips", value_name = "IPS", default_value = "127.0.0.1,::1")]
+    forwarded_allow_ips: String,
+
+    /// Every connection starts with a PROXY protocol header (v1 or v2, as HAProxy's
+    /// `send-proxy`/`send-proxy-v2` and nginx's `proxy_protocol on` write it), which sets
+    /// REMOTE_ADDR and, for TLS the proxy terminated, wsgi.url_scheme. Connections without one are
+    /// refused: use it only on listeners that only the proxy can reach.
+    #[arg(long = "proxy-protocol")]
+    proxy_protocol: bool,
 
     /// The I/O runtime: `std` (a poller thread and blocking app threads), `smol` or `tokio`
     /// (connections as async tasks on one thread; the app still runs on --threads threads).
@@ -185,14 +235,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    // Parsed before anything starts, so a typo is reported once, by the supervisor.
+    let access_format = AccessFormat::parse(&cli.access_logformat)?;
     let log = Arc::new(
         LineLog::open(&cli.error_logfile, cli.log_level)
             .map_err(|e| format!("cannot open the error log {:?}: {e}", cli.error_logfile))?,
     );
     raise_open_files_limit();
     if std::env::var_os(supervisor::WORKER_ENV).is_some() {
-        return worker(&cli, &log);
+        return worker(&cli, &log, access_format);
     }
+    // Checked before anything starts, so a typo fails at once rather than in every worker.
+    TrustedProxies::parse(&cli.forwarded_allow_ips)
+        .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
     // The TLS files are loaded and checked here, before any worker starts, so a mistake is
     // reported once and clearly; each worker loads them again.
     #[cfg(feature = "tls")]
@@ -205,11 +260,27 @@ fn run(cli: Cli) -> Result<(), String> {
     };
     #[cfg(not(feature = "tls"))]
     let scheme = "http://";
-    let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
-    for l in &listeners {
-        l.set_backlog(cli.backlog)
-            .map_err(|e| format!("cannot set the backlog of {}: {e}", l.describe()))?;
-    }
+    let listeners = match activation::systemd_sockets()? {
+        Some(listeners) => {
+            log.info(&format!(
+                "socket activation: serving the {} socket{} systemd passed{} instead of --bind",
+                listeners.len(),
+                if listeners.len() > 1 { "s" } else { "" },
+                activation::systemd_names().map(|n| format!(" ({n})")).unwrap_or_default(),
+            ));
+            listeners
+        }
+        None => {
+            let listeners = cli.bind.iter().map(|b| bind(b)).collect::<Result<Vec<_>, _>>()?;
+            for l in &listeners {
+                l.set_backlog(cli.backlog)
+                    .map_err(|e| format!("cannot set the backlog of {}: {e}", l.describe()))?;
+            }
+            listeners
+        }
+    };
+    // Removed when this function returns, however it returns.
+    let _pid_file = cli.pid.as_deref().map(pidfile::PidFile::create).transpose()?;
     let addresses: Vec<String> = listeners
         .iter()
         .map(|l| match l {
@@ -234,21 +305,39 @@ fn run(cli: Cli) -> Result<(), String> {
             Listener::Unix(l, _) => l.into(),
         })
         .collect();
-    supervisor::supervise(workers, sockets, Duration::from_secs(cli.graceful_timeout), &log)
+    let timeout = (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout));
+    supervisor::supervise(
+        workers,
+        sockets,
+        Duration::from_secs(cli.graceful_timeout),
+        timeout,
+        &log,
+    )
 }
 
 /// A worker process: takes the sockets its supervisor mapped in, loads the application and
 /// serves until SIGTERM or SIGINT.
-fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
-    let listeners = inherited_listeners(cli)?;
+fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<(), String> {
+    let listeners = activation::worker_sockets()?;
+    // Beating before the application loads: loading does not count against --timeout.
+    let board = match watchdog::worker_heartbeat()? {
+        Some(file) => {
+            let board = Arc::new(watchdog::Board::default());
+            watchdog::start_heartbeat(board.clone(), file, Duration::from_secs(cli.timeout))?;
+            Some(board)
+        }
+        None => None,
+    };
     // Both log files are opened before --chdir, so relative paths name files in the directory
     // wsgi-serve was started in.
-    let access_log = match &cli.access_logfile {
-        Some(target) => Some(
-            AccessLogFile::open(target)
-                .map_err(|e| format!("cannot open the access log {target:?}: {e}"))?,
-        ),
-        None => None,
+    let keep_response_head = access_format.uses_response_headers();
+    let (access_writer, access_log) = match &cli.access_logfile {
+        Some(target) => {
+            let (writer, sender) = AccessWriter::start(target, access_format, log.clone())
+                .map_err(|e| format!("cannot open the access log {target:?}: {e}"))?;
+            (Some(writer), Some(sender))
+        }
+        None => (None, None),
     };
     if let Some(dir) = &cli.chdir {
         std::env::set_current_dir(dir)
@@ -271,7 +360,7 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
         None => hello_app(options),
     };
     let app = match loaded {
-        Ok(app) => app,
+        Ok(app) => watchdog::Watched::new(app, board),
         Err(message) => {
             eprintln!("wsgi-serve: {message}");
             std::process::exit(supervisor::BOOT_ERROR);
@@ -283,23 +372,29 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
         if cli.limit_request_line == 0 { 65536 } else { cli.limit_request_line };
     core.max_header_count = cli.limit_request_fields;
     core.max_field_size = cli.limit_request_field_size;
+    core.max_body_size = cli.limit_request_body;
     core.keep_alive_timeout = Duration::from_secs(cli.keep_alive);
     core.head_timeout = Duration::from_secs(cli.header_timeout.max(1));
+    core.proxy_protocol = cli.proxy_protocol;
     core.set_server_header(Some(concat!("wsgi-serve/", env!("CARGO_PKG_VERSION"))))
         .map_err(|e| e.to_string())?;
     let mut config = ServerConfig::default();
     config.threads = cli.threads.max(1);
     config.core = core;
     config.root_path = cli.root_path.clone();
-    config.io_timeout = Duration::from_secs(cli.timeout.max(1));
+    let trusted = TrustedProxies::parse(&cli.forwarded_allow_ips)
+        .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
+    config.trusted_proxies = Some(Arc::new(trusted));
+    // --timeout 0 turns the watchdog off, not the I/O timeout down: then a day.
+    config.io_timeout = Duration::from_secs(if cli.timeout == 0 { 86_400 } else { cli.timeout });
     config.graceful_timeout = Duration::from_secs(cli.graceful_timeout);
     let limit = request_limit(cli.max_requests, cli.max_requests_jitter);
     if access_log.is_some() || limit.is_some() {
         let served = std::sync::atomic::AtomicU64::new(0);
         let log = log.clone();
-        config.access_log = Some(Arc::new(move |record| {
-            if let Some(file) = &access_log {
-                file.write(record);
+        let sink = AccessLog::new(move |record| {
+            if let Some(sender) = &access_log {
+                sender.send(record);
             }
             let count = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if limit == Some(count) {
@@ -310,7 +405,8 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
                     rustix::process::Signal::TERM,
                 );
             }
-        }));
+        });
+        config.access_log = Some(if keep_response_head { sink.with_response_head() } else { sink });
     }
 
     let signals = signal_hook::iterator::Signals::new([
@@ -332,6 +428,8 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
             inner
                 .set_backlog(cli.backlog)
                 .map_err(|e| format!("cannot set the backlog of {}: {e}", inner.describe()))?;
+            // The front announces each client (address, TLS) with a PROXY v2 header.
+            config.core.proxy_protocol = true;
             (Some(front), vec![inner])
         }
         None => (None, listeners),
@@ -355,17 +453,28 @@ fn worker(cli: &Cli, log: &Arc<LineLog>) -> Result<(), String> {
     if let Some(front) = front {
         front.finish();
     }
+    // The lines of the last requests.
+    if let Some(writer) = access_writer {
+        writer.finish();
+    }
     served
 }
 
 /// The TLS options, checked for consistency (`None`: plain HTTP).
 #[cfg(feature = "tls")]
 fn tls_files(cli: &Cli) -> Result<Option<tls::TlsFiles>, String> {
-    tls::TlsFiles::from_options(
+    let files = tls::TlsFiles::from_options(
         cli.certfile.as_deref(),
         cli.keyfile.as_deref(),
         cli.ca_certs.as_deref(),
-    )
+    )?;
+    if files.is_some() && cli.proxy_protocol {
+        return Err("--proxy-protocol with --certfile: wsgi-serve cannot read a PROXY header \
+                    before the TLS handshake; let the proxy in front terminate TLS (and drop \
+                    --certfile/--keyfile), or drop --proxy-protocol"
+            .to_owned());
+    }
+    Ok(files)
 }
 
 type Signals = signal_hook::iterator::Signals;
@@ -375,7 +484,7 @@ type Signals = signal_hook::iterator::Signals;
 type StopHook = Box<dyn FnOnce() + Send>;
 
 fn serve_std(
-    app: PyApplication,
+    app: impl Application,
     listeners: Vec<Listener>,
     config: ServerConfig,
     mut signals: Signals,
@@ -421,7 +530,7 @@ enum StdListener {
 
 #[cfg(feature = "smol")]
 fn serve_smol(
-    app: PyApplication,
+    app: impl Application,
     listeners: Vec<Listener>,
     config: ServerConfig,
     signals: Signals,
@@ -449,7 +558,7 @@ fn serve_smol(
 
 #[cfg(feature = "tokio")]
 fn serve_tokio(
-    app: PyApplication,
+    app: impl Application,
     listeners: Vec<Listener>,
     config: ServerConfig,
     signals: Signals,
@@ -477,34 +586,6 @@ fn serve_tokio(
         server.serve(listeners).await;
         Ok(())
     })
-}
-
-/// The listening sockets the supervisor mapped in (`LISTEN_FDS`), in `--bind` order.
-fn inherited_listeners(cli: &Cli) -> Result<Vec<Listener>, String> {
-    let mut fds = listenfd::ListenFd::from_env();
-    let mut listeners = Vec::with_capacity(fds.len());
-    for i in 0..fds.len() {
-        let listener = match fds.take_tcp_listener(i) {
-            Ok(Some(l)) => Listener::Tcp(l),
-            _ => match fds.take_unix_listener(i) {
-                Ok(Some(l)) => {
-                    let path = cli.bind.get(i).and_then(|b| b.strip_prefix("unix:")).unwrap_or("");
-                    Listener::Unix(l, PathBuf::from(path))
-                }
-                _ => {
-                    return Err(format!(
-                        "inherited descriptor {} is not a listening socket",
-                        i + 3
-                    ));
-                }
-            },
-        };
-        listeners.push(listener);
-    }
-    if listeners.is_empty() {
-        return Err("no listening sockets were passed to this worker".to_owned());
-    }
-    Ok(listeners)
 }
 
 /// This worker's request limit: `max` plus a random share of `jitter`; `None` when `max` is 0.

@@ -9,7 +9,10 @@
 //! - SIGTERM/SIGINT: every worker stops accepting and finishes its requests in flight within
 //!   `--graceful-timeout` (then it is killed); the supervisor exits when they are gone;
 //! - SIGHUP: a new set of workers starts, and the old ones stop gracefully. The listening
-//!   sockets stay open throughout, so no connection is refused.
+//!   sockets stay open throughout, so no connection is refused;
+//! - with `--timeout`, a worker whose application is stuck in one request for longer (its
+//!   heartbeat, see [`crate::watchdog`], went quiet) is killed (SIGKILL) and
+//!   replaced, with a CRITICAL line naming the request.
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -22,6 +25,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::logs::LineLog;
+use crate::watchdog::{self, Heartbeat};
 
 /// Set in a worker's environment.
 pub(crate) const WORKER_ENV: &str = "WSGI_SERVE_WORKER";
@@ -33,6 +37,10 @@ struct Worker {
     child: Child,
     /// Stopping on purpose (SIGHUP replacement or shutdown): its exit is not a failure.
     retiring: bool,
+    /// Its heartbeat, with `--timeout`.
+    heartbeat: Option<Heartbeat>,
+    /// Killed for its timeout already.
+    timed_out: bool,
 }
 
 impl Worker {
@@ -45,75 +53,101 @@ impl Worker {
     }
 }
 
-/// Runs `count` workers on `sockets` until SIGTERM or SIGINT.
+/// How long the supervisor sleeps when no signal is pending: the latency of its answer to a
+/// signal, and how often it looks at the workers' heartbeats.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs `count` workers on `sockets` until SIGTERM or SIGINT. With a `timeout`, a worker
+/// whose application is stuck in one request for longer is killed and replaced.
 pub(crate) fn supervise(
     count: usize,
     sockets: Vec<OwnedFd>,
     graceful: Duration,
+    timeout: Option<Duration>,
     log: &LineLog,
 ) -> Result<(), String> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGCHLD])
         .map_err(|e| format!("cannot handle signals: {e}"))?;
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let spawn = |log: &LineLog| -> Result<Worker, String> {
-        let child =
-            spawn_worker(&args, &sockets).map_err(|e| format!("cannot start a worker: {e}"))?;
+        let heartbeat = match timeout {
+            Some(_) => Some(
+                Heartbeat::create()
+                    .map_err(|e| format!("cannot create a worker's heartbeat file: {e}"))?,
+            ),
+            None => None,
+        };
+        let child = spawn_worker(&args, &sockets, heartbeat.as_ref())
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
         log.info(&format!("booting worker with pid {}", child.id()));
-        Ok(Worker { child, retiring: false })
+        Ok(Worker { child, retiring: false, heartbeat, timed_out: false })
     };
     let mut workers = Vec::with_capacity(count);
     for _ in 0..count {
         workers.push(spawn(log)?);
     }
     let mut failure = None;
-    'signals: for signal in signals.forever() {
-        match signal {
-            SIGCHLD => {
-                let mut replace = 0;
-                workers.retain_mut(|w| match w.child.try_wait() {
-                    Ok(None) => true,
-                    Ok(Some(status)) => {
-                        if !w.retiring {
-                            if status.code() == Some(BOOT_ERROR) {
-                                failure =
-                                    Some("a worker could not load the application".to_owned());
-                            } else {
-                                log.info(&format!(
-                                    "worker {} exited ({}); starting a replacement",
-                                    w.pid(),
-                                    describe(status)
-                                ));
-                                replace += 1;
+    let mut last_check = Instant::now();
+    'signals: loop {
+        let pending: Vec<i32> = signals.pending().collect();
+        if pending.is_empty() {
+            std::thread::sleep(POLL);
+        }
+        for signal in pending {
+            match signal {
+                SIGCHLD => {
+                    let mut replace = 0;
+                    workers.retain_mut(|w| match w.child.try_wait() {
+                        Ok(None) => true,
+                        Ok(Some(status)) => {
+                            if !w.retiring {
+                                if status.code() == Some(BOOT_ERROR) {
+                                    failure =
+                                        Some("a worker could not load the application".to_owned());
+                                } else {
+                                    log.info(&format!(
+                                        "worker {} exited ({}); starting a replacement",
+                                        w.pid(),
+                                        describe(status)
+                                    ));
+                                    replace += 1;
+                                }
                             }
+                            false
                         }
-                        false
+                        Err(_) => false,
+                    });
+                    if failure.is_some() {
+                        break 'signals;
                     }
-                    Err(_) => false,
-                });
-                if failure.is_some() {
+                    for _ in 0..replace {
+                        workers.push(spawn(log)?);
+                    }
+                }
+                SIGHUP => {
+                    log.info("SIGHUP: starting new workers, stopping the old ones gracefully");
+                    for w in &mut workers {
+                        w.retiring = true;
+                        w.signal(Signal::TERM);
+                    }
+                    for _ in 0..count {
+                        workers.push(spawn(log)?);
+                    }
+                }
+                _ => {
+                    let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    log.info(&format!(
+                        "{name}: stopping; requests in flight have {}s to finish",
+                        graceful.as_secs()
+                    ));
                     break 'signals;
                 }
-                for _ in 0..replace {
-                    workers.push(spawn(log)?);
-                }
             }
-            SIGHUP => {
-                log.info("SIGHUP: starting new workers, stopping the old ones gracefully");
-                for w in &mut workers {
-                    w.retiring = true;
-                    w.signal(Signal::TERM);
-                }
-                for _ in 0..count {
-                    workers.push(spawn(log)?);
-                }
-            }
-            _ => {
-                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
-                log.info(&format!(
-                    "{name}: stopping; requests in flight have {}s to finish",
-                    graceful.as_secs()
-                ));
-                break 'signals;
+        }
+        if let Some(timeout) = timeout {
+            if last_check.elapsed() >= watchdog::tick(timeout) {
+                last_check = Instant::now();
+                kill_overdue(&mut workers, timeout, log);
             }
         }
     }
@@ -124,6 +158,19 @@ pub(crate) fn supervise(
             log.info("stopped");
             Ok(())
         }
+    }
+}
+
+/// Kills each worker whose heartbeat is older than `timeout`; SIGCHLD then brings its
+/// replacement.
+fn kill_overdue(workers: &mut [Worker], timeout: Duration, log: &LineLog) {
+    for w in workers.iter_mut().filter(|w| !w.timed_out) {
+        let Some(overdue) = w.heartbeat.as_ref().and_then(|h| h.check(timeout)) else {
+            continue;
+        };
+        log.critical(&overdue.message(w.pid(), timeout));
+        w.timed_out = true;
+        w.signal(Signal::KILL);
     }
 }
 
@@ -145,18 +192,31 @@ fn stop(mut workers: Vec<Worker>, graceful: Duration, log: &LineLog) {
     }
 }
 
-fn spawn_worker(args: &[OsString], sockets: &[OwnedFd]) -> std::io::Result<Child> {
-    let mut mappings = Vec::with_capacity(sockets.len());
+fn spawn_worker(
+    args: &[OsString],
+    sockets: &[OwnedFd],
+    heartbeat: Option<&Heartbeat>,
+) -> std::io::Result<Child> {
+    let mut mappings = Vec::with_capacity(sockets.len() + 1);
     for (i, fd) in sockets.iter().enumerate() {
         mappings.push(FdMapping { parent_fd: fd.try_clone()?, child_fd: 3 + i as i32 });
     }
     let mut command = Command::new(std::env::current_exe()?);
+    if let Some(heartbeat) = heartbeat {
+        // After the sockets: LISTEN_FDS counts only those.
+        let child_fd = 3 + sockets.len() as i32;
+        mappings.push(FdMapping { parent_fd: heartbeat.file().try_clone()?.into(), child_fd });
+        command.env(watchdog::HEARTBEAT_ENV, child_fd.to_string());
+    } else {
+        command.env_remove(watchdog::HEARTBEAT_ENV);
+    }
     command
         .args(args)
         .env(WORKER_ENV, "1")
         .env("LISTEN_FDS", sockets.len().to_string())
         .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDS_FIRST_FD");
+        .env_remove("LISTEN_FDS_FIRST_FD")
+        .env_remove("LISTEN_FDNAMES");
     command.fd_mappings(mappings).map_err(|_| std::io::Error::other("descriptor collision"))?;
     command.spawn()
 }

@@ -1,8 +1,9 @@
 """The plain WSGI application the end-to-end suite serves (tests/e2e).
 
 Routes (PATH_INFO):
-  /echo...        JSON: the CGI environ keys, HTTP_* headers, wsgi.* flags and the body's size
-                  and SHA-256 (read in 64 KiB pieces). Any method; any path under /echo.
+  /echo...        JSON: the CGI environ keys, HTTP_* headers, wsgi.* flags, the body's size
+                  and SHA-256 (read in 64 KiB pieces), the pid and the LISTEN_* variables of
+                  the process environment. Any method; any path under /echo.
   /fixed          "hello, fixed\n" with a Content-Length (HEAD keeps it, sends no body).
   *               (OPTIONS *) 200 with an Allow header.
   /upload         reads the body in 64 KiB pieces from its result iterable; JSON size/sha256.
@@ -95,6 +96,9 @@ def echo(environ, start_response):
     }
     data["body"] = {"size": size, "sha256": sha}
     data["pid"] = os.getpid()
+    # The process environment's systemd variables (socket activation hands them to the
+    # supervisor only).
+    data["listen_env"] = sorted(k for k in os.environ if k.startswith("LISTEN_"))
     return json_response(start_response, data)
 
 

@@ -30,7 +30,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
     accepted: Accepted<S>,
 ) {
     let shared = active.0.clone();
-    let info = server_info(&shared.config, &accepted);
+    let mut info = server_info(&shared.config, &accepted);
     let socket = Arc::new(accepted.socket);
     let mut conn = Connection::new(shared.config.core.clone(), Instant::now());
     let mut on_shutdown = shared.shutdown.listen();
@@ -48,6 +48,11 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
         conn.set_date(http_date());
         match conn.poll_event() {
             Ok(Some(Event::Request(head))) => {
+                if requests == 0 {
+                    if let Some(header) = conn.proxy_header() {
+                        info = info.with_proxy_header(header);
+                    }
+                }
                 requests += 1;
                 let environ = Environ::new(&head, &info);
                 let link = link.get_or_insert_with(|| Link::new(&shared.cut));
@@ -165,7 +170,7 @@ async fn exchange<R: Runtime, S: Socket>(
 ) -> Option<Connection> {
     let shared = &active.0;
     let timeout = shared.config.io_timeout;
-    let ex = Exchange::new(&environ, shared.config.access_log.is_some());
+    let ex = Exchange::new(&environ, shared.config.access_log.as_ref());
     let io = ChannelIo::new(conn, socket.clone(), link, shared.clone(), ex, peer);
     let job = Job { environ, io: Box::new(io) };
     // The queue is unbounded (one job per connection at most): this never waits.

@@ -312,4 +312,5 @@ fn server_info<S>(config: &ServerConfig, accepted: &Accepted<S>) -> ServerInfo {
     ServerInfo::new(accepted.local, accepted.peer)
         .with_scheme(config.scheme)
         .with_root_path(&config.root_path)
+        .with_trusted_proxies(config.trusted_proxies.clone())
 }
