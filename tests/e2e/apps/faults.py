@@ -9,6 +9,8 @@ Routes (PATH_INFO); anything else is served by apps/conformance.py:
   /smuggled...    records "smuggled <method> <path>": a request that must never be executed
                   (the smuggling corpus hides it in bodies and ambiguous framing).
   /soak           a small fixed answer; POST bodies are read to their end.
+  /called/<route> records "called <tag>" (?tag=T), then serves conformance.py's /<route>: with
+                  its "close <tag>" records, the tests match calls and close()s.
 
 Records go to records.log in the directory named by E2E_STATE_DIR (see conformance.py).
 """
@@ -246,4 +248,7 @@ def application(environ, start_response):
         return smuggled(environ, start_response)
     if path == "/soak":
         return soak(environ, start_response)
+    if path.startswith("/called/"):
+        record(f"called {params(environ).get('tag')}")
+        environ["PATH_INFO"] = path[len("/called"):]
     return conformance.application(environ, start_response)
