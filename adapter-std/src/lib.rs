@@ -306,6 +306,10 @@ impl Poller {
                     for l in &self.listeners {
                         let _ = self.poll.registry().deregister(&mut SourceFd(&l.as_raw_fd()));
                     }
+                    // Closed, not only unwatched: once no process holds the socket, a new
+                    // connection is refused at once rather than queued unanswered until exit.
+                    // (Connection tokens start past the listeners' and stay there.)
+                    self.listeners.clear();
                 }
                 // Idle kept-alive connections close now, and busy ones when their response ends.
                 // A connection accepted just before the listeners stopped may have its first

@@ -77,6 +77,12 @@ def server(start_server):
 
 
 @pytest.fixture(scope="session")
+def fault_server(start_server):
+    """The fault tests' app (tests/e2e/apps/faults.py): failing stages, counted ids, /smuggled."""
+    return start_server("faults", app="faults:application", chdir=APPS, threads=4)
+
+
+@pytest.fixture(scope="session")
 def flask_server(start_server):
     return start_server("flask", app="flask_app:app", chdir=FIXTURES, threads=2)
 

@@ -2,6 +2,8 @@
 and clients that go away mid-request."""
 
 import json
+import os
+import random
 import socket
 import struct
 import subprocess
@@ -12,7 +14,7 @@ import httpx
 import pytest
 import requests
 
-from support import TIMEOUT, HttpReader, request_bytes
+from support import APPS, TIMEOUT, HttpReader, request_bytes, wait_until
 
 MIB = 1024 * 1024
 
@@ -213,3 +215,97 @@ def test_client_disconnects_mid_download(served, how):
     chunks = int(closed.split()[2])
     assert 0 < chunks < 200 * MIB // (64 * 1024), closed
     still_serving(served)
+
+
+def open_fds(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+def thread_count(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return -1
+
+
+RESET_ROUNDS = 30
+
+
+def test_reset_storm_at_every_stage(start_server):
+    """RESET_ROUNDS rounds of clients resetting (SO_LINGER 0) mid-head, mid-body (Content-Length
+    and chunked), while the app runs, mid-response (chunked and Content-Length) and between
+    pipelined responses: the worker lives, close() is called on every response it started,
+    no body is ever read as complete, and its sockets and threads go back to where they were."""
+    server = start_server("reset-storm", app="faults:application", chdir=APPS, threads=4)
+    worker = requests.get(server.url("/echo/pid"), timeout=TIMEOUT).json()["pid"]
+    time.sleep(0.2)
+    fds, threads = open_fds(worker), thread_count(worker)
+    rng = random.Random(6)
+    downloads = []
+    for i in range(RESET_ROUNDS):
+        # Mid-head: part of the request line or the fields, then a reset.
+        head = request_bytes("GET", f"/echo/cut-{i}", [("X-Pad", "p" * 200)])
+        s = server.connect()
+        s.sendall(head[:rng.randrange(1, len(head) - 1)])
+        abort(s)
+        # Mid-body, Content-Length and chunked: the app is reading when the client resets.
+        s = server.connect()
+        s.sendall(request_bytes("POST", f"/called/upload?tag=storm-up-{i}",
+                                [("Content-Length", str(MIB))]) + b"u" * rng.randrange(0, 65536))
+        abort(s)
+        s = server.connect()
+        s.sendall(request_bytes("POST", f"/called/upload?tag=storm-chunked-{i}",
+                                [("Transfer-Encoding", "chunked")])
+                  + b"1000\r\n" + b"c" * rng.randrange(0, 4096))
+        abort(s)
+        # While the app runs, before any response byte.
+        s = server.connect()
+        s.sendall(request_bytes("GET", f"/id/storm-{i}?ms=20"))
+        time.sleep(0.005)
+        abort(s)
+        # Mid-response: a streamed body (chunked, or with a Content-Length) partly read.
+        tag = f"storm-down-{i}"
+        s = server.connect()
+        s.sendall(request_bytes("GET", f"/called/download?size={8 * MIB}&tag={tag}"
+                                       + ("&length=1" if i % 2 else "")))
+        reader = HttpReader(s)
+        assert reader.read_head().status == 200
+        reader.read_at_least(rng.randrange(1, 256 * 1024))
+        abort(s)
+        downloads.append(tag)
+        # Between pipelined responses: the first answered, the second cut.
+        s = server.connect()
+        s.sendall(request_bytes("GET", "/fixed") + request_bytes("GET", f"/download?size={MIB}"))
+        assert HttpReader(s).read_response().status == 200
+        abort(s)
+    # close() for every download the app started, with fewer chunks than the whole body.
+    for tag in downloads:
+        record = server.wait_record(f"close {tag} ", timeout=TIMEOUT)
+        assert record, f"close() was not called for {tag}"
+        assert int(record.split()[2]) < 8 * MIB // (64 * 1024), record
+    # No upload was ever seen as complete; every response the app started was closed.
+    records = server.records()
+    assert not [r for r in records if r.startswith("done storm-")], records
+
+    def calls_and_closes():
+        records = server.records()
+        return ({r.split()[1] for r in records if r.startswith("called storm-")},
+                {r.split()[1] for r in records if r.startswith("close storm-")})
+
+    assert wait_until(lambda: (lambda c: c[0] == c[1])(calls_and_closes())), \
+        f"close() missing for {sorted(calls_and_closes()[0] - calls_and_closes()[1])}"
+    called = calls_and_closes()[0]
+    # The service goes on, on the same worker, which let go of every socket and thread.
+    still_serving(server)
+    assert requests.get(server.url("/echo/pid"), timeout=TIMEOUT).json()["pid"] == worker
+    settled = wait_until(lambda: open_fds(worker) <= fds and thread_count(worker) <= threads,
+                         timeout=TIMEOUT)
+    assert settled, (f"fds {fds} -> {open_fds(worker)}, threads {threads} -> "
+                     f"{thread_count(worker)}")
+    print(f"\nreset storm: {6 * RESET_ROUNDS} connections reset; the app was called for "
+          f"{len(called)} uploads and downloads and close() for each; worker fds {fds} -> {open_fds(worker)}, threads {threads} -> "
+          f"{thread_count(worker)}")
+    assert server.stop() == 0, server.logs()

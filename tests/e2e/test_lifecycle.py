@@ -16,14 +16,26 @@ COMBINED = re.compile(
     r'"(?P<agent>[^"]*)"$')
 
 
+def refuses_connections(server):
+    try:
+        server.connect(timeout=1).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
 def test_sigterm_during_a_slow_request_lets_it_complete(start_server):
     server = start_server("sigterm", app="conformance:application", chdir=APPS, threads=2)
     tag = uuid.uuid4().hex[:8]
     with server.connect() as s:
-        s.sendall(request_bytes("GET", f"/slow?seconds=1&tag={tag}"))
+        s.sendall(request_bytes("GET", f"/slow?seconds=1.5&tag={tag}"))
         assert server.started(tag), "the slow request never reached the app"
         sent = time.monotonic()
         server.signal(signal.SIGTERM)
+        # While the request drains, a new connection is refused at once (the listening socket
+        # is closed in every process), not queued unanswered until the exit and then reset.
+        assert wait_until(lambda: refuses_connections(server), timeout=1.0), "still accepting during drain"
+        assert time.monotonic() - sent < 1.5
         r = HttpReader(s).read_response()
         assert r.status == 200, r
         assert r.body == b"slept\n"

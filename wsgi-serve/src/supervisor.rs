@@ -6,8 +6,9 @@
 //! interpreter. Signals:
 //! - a worker that exits unexpectedly is replaced; one that cannot load the application exits
 //!   with [`BOOT_ERROR`], and then the supervisor stops everything instead of looping;
-//! - SIGTERM/SIGINT: every worker stops accepting and finishes its requests in flight within
-//!   `--graceful-timeout` (then it is killed); the supervisor exits when they are gone;
+//! - SIGTERM/SIGINT: the listening sockets close (a new connection is refused) and every worker
+//!   finishes its requests in flight within `--graceful-timeout` (then it is killed); the
+//!   supervisor exits when they are gone;
 //! - SIGHUP: a new set of workers starts, and the old ones stop gracefully. The listening
 //!   sockets stay open throughout, so no connection is refused;
 //! - with `--timeout`, a worker whose application is stuck in one request for longer (its
@@ -151,6 +152,10 @@ pub(crate) fn supervise(
             }
         }
     }
+    // No worker is started from here on: the supervisor's copies of the listening sockets go,
+    // so once the workers have closed theirs a new connection is refused at once instead of
+    // queuing in the kernel's backlog until the last process exits and being reset.
+    drop(sockets);
     stop(workers, graceful, log);
     match failure {
         Some(reason) => Err(reason),
