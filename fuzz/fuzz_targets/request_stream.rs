@@ -67,7 +67,9 @@ impl Driver {
         // The peer is a trusted proxy, so every request's Forwarded and X-Forwarded-* fields
         // are parsed into the environ too.
         .with_trusted_proxies(Some(std::sync::Arc::new(
-            wsgi_core::TrustedProxies::parse("10.0.0.0/8,::1").unwrap(),
+            wsgi_core::TrustedProxies::parse("10.0.0.0/8,::1")
+                .unwrap()
+                .believe(&wsgi_core::ForwardedHeader::ALL),
         )));
         Driver {
             conn: Connection::new(config(), now),

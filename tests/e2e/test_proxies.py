@@ -19,6 +19,10 @@ from support import APPS, HttpReader, free_port, wait_until
 
 CLIENT_IP = "127.0.0.2"
 
+# What the nginx configuration below sets (its /shop/ location sets -Host and -Prefix too).
+BELIEVE_ALL_NGINX_SETS = ["--forwarded-headers",
+                          "x-forwarded-for,x-forwarded-proto,x-forwarded-host,x-forwarded-prefix"]
+
 
 def tool(name):
     path = shutil.which(name) or shutil.which(f"/usr/sbin/{name}")
@@ -138,7 +142,8 @@ def curl_json(curl, port, path):
 
 
 def test_nginx_reverse_proxy_over_tcp(start_server, proxies, tmp_path, curl):
-    server = start_server("behind-nginx", app="conformance:application", chdir=APPS)
+    server = start_server("behind-nginx", app="conformance:application", chdir=APPS,
+                          extra=BELIEVE_ALL_NGINX_SETS)
     listen = free_port()
     proxy = nginx(proxies, tmp_path, http_block(tmp_path, listen,
                                                 f"http://127.0.0.1:{server.port}/"))
@@ -179,7 +184,7 @@ def test_nginx_reverse_proxy_over_tcp(start_server, proxies, tmp_path, curl):
 def test_nginx_reverse_proxy_over_a_unix_socket(start_server, proxies, tmp_path, curl):
     sock = tmp_path / "app.sock"
     start_server("behind-nginx-unix", app="conformance:application", chdir=APPS,
-                 extra=["--bind", f"unix:{sock}"])
+                 extra=["--bind", f"unix:{sock}", *BELIEVE_ALL_NGINX_SETS])
     listen = free_port()
     proxy = nginx(proxies, tmp_path, http_block(tmp_path, listen, f"http://unix:{sock}:/"))
     proxy.wait_listening(listen)
@@ -193,6 +198,38 @@ def test_nginx_reverse_proxy_over_a_unix_socket(start_server, proxies, tmp_path,
                           f"http://127.0.0.1:{listen}/echo"],
                          input=b"x" * 100_000, capture_output=True, timeout=20, check=True)
     assert json.loads(out.stdout)["body"]["size"] == 100_000
+
+
+def test_by_default_only_the_headers_nginx_sets_are_believed(start_server, proxies, tmp_path):
+    # The default --forwarded-headers: X-Forwarded-For and -Proto, which the usual nginx
+    # configuration sets. A client's own Forwarded, X-Forwarded-Host, -Port and -Prefix go
+    # through nginx untouched; believing them would let it choose its address and host.
+    server = start_server("nginx-defaults", app="conformance:application", chdir=APPS)
+    listen = free_port()
+    proxy = nginx(proxies, tmp_path, http_block(tmp_path, listen,
+                                                f"http://127.0.0.1:{server.port}/"))
+    proxy.wait_listening(listen)
+    data = get_json(listen, "/echo", [
+        "Forwarded: for=1.2.3.4;proto=https;host=evil.example",
+        "X-Forwarded-Host: evil.example", "X-Forwarded-Port: 1", "X-Forwarded-Prefix: /evil",
+        "X-Forwarded-Proto: https",  # replaced by nginx's $scheme
+    ])
+    assert data["REMOTE_ADDR"] == CLIENT_IP, data
+    assert data["wsgi"]["url_scheme"] == "http"
+    assert (data["SERVER_NAME"], data["SERVER_PORT"]) == ("127.0.0.1", str(listen)), data
+    assert data["headers"]["HTTP_HOST"] == f"127.0.0.1:{listen}"
+    assert data["SCRIPT_NAME"] == ""
+    # The application still sees the headers themselves.
+    assert data["headers"]["HTTP_X_FORWARDED_HOST"] == "evil.example"
+
+
+def test_bad_forwarded_headers_fails_at_start(wsgi_serve_bin):
+    out = subprocess.run([str(wsgi_serve_bin), "--bind", f"127.0.0.1:{free_port()}",
+                          "--forwarded-headers", "x-forwarded-for,x-real-ip"],
+                         capture_output=True, timeout=30)
+    assert out.returncode != 0
+    err = out.stderr.decode()
+    assert "--forwarded-headers" in err and '"x-real-ip"' in err and "forwarded," in err, err
 
 
 def test_empty_forwarded_allow_ips_trusts_no_one(start_server, proxies, tmp_path, curl):

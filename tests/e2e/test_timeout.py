@@ -65,11 +65,13 @@ def test_a_slow_reading_client_does_not_count_against_the_timeout(start_server):
                                 [("Connection", "close")]))
         deadline = started + 60
         while time.monotonic() < deadline:
-            data = s.recv(128 * 1024)
+            data = s.recv(64 * 1024)
             if not data:
                 break
             received += len(data)
-            time.sleep(0.02)  # a slow reader: about 4 MB/s at most
+            # A slow reader: at most 64 KiB per 20 ms, so 16 MiB take at least 256 sleeps
+            # (5.1 s), well past --timeout whatever the machine's speed.
+            time.sleep(0.02)
     took = time.monotonic() - started
     # The whole response (head + 16 MiB), over well past --timeout.
     assert received > size, (received, server.logs())

@@ -7,6 +7,7 @@ sockets.
 
 import hashlib
 import json
+import os
 import signal
 import socket
 import ssl
@@ -18,7 +19,8 @@ import pytest
 import requests
 import trustme
 
-from support import APPS, TIMEOUT, HttpReader, download_block, request_bytes
+from support import (APPS, TIMEOUT, HttpReader, download_block, process_tree, request_bytes,
+                     wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +149,42 @@ def test_keep_alive_over_tls(https, pki, curl):
                     "-w", "%{http_code} %{num_connects}\n", https.url("/fixed"), https.url("/fixed"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().split("\n")[:2] == ["200 1", "200 0"], done.stdout
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_timeout(start_server, pki):
+    # The front's writes to the client are bounded by --timeout, as the HTTP drivers' are: a
+    # client that never reads a large response does not hold its connection forever.
+    server = start_server("tls-stalled-reader", app="conformance:application", chdir=APPS,
+                          threads=2, extra=tls_options(pki) + ["--timeout", "2"],
+                          ssl_context=client_context(pki))
+    size = 256 * 1024 * 1024
+    worker = process_tree(server.proc.pid)[-1]
+
+    def open_fds():
+        return len(os.listdir(f"/proc/{worker}/fd"))
+
+    idle = open_fds()
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    with client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(request_bytes("GET", f"/download?size={size}", [("Connection", "close")]))
+        assert wait_until(lambda: open_fds() > idle, timeout=5), "the request never started"
+        # Reading nothing: past --timeout 2 the worker lets go of the connection (its socket
+        # and the front's link to the server), with the client still connected.
+        assert wait_until(lambda: open_fds() <= idle, timeout=12), (idle, open_fds())
+        received, deadline = 0, time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline:
+                data = s.recv(1 << 20)
+                if not data:
+                    break
+                received += len(data)
+        except (ssl.SSLError, ConnectionResetError):
+            pass
+    # What the buffers held, then the end: far from the whole response.
+    assert received < size // 4, received
+    done = requests.get(server.url("/fixed"), verify=str(pki["ca"]), timeout=TIMEOUT)
+    assert done.status_code == 200
 
 
 def test_upload_and_large_download_over_tls(https, pki):

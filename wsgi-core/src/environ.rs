@@ -428,7 +428,19 @@ impl Environ {
             self.set(Key::Cgi(CgiKey::ServerName), &text);
         }
         if let Some(port) = f.port {
-            self.set(Key::Cgi(CgiKey::ServerPort), itoa::Buffer::new().format(port));
+            let digits = itoa::Buffer::new().format(port).to_owned();
+            self.set(Key::Cgi(CgiKey::ServerPort), &digits);
+            if f.host.is_none() {
+                // The port the client used, in HTTP_HOST too, so the two agree.
+                if let Some(sent) = self.value_of(Key::Known(names::HOST)) {
+                    let (name, _) = split_authority(sent.as_bytes());
+                    text.clear();
+                    push_latin1(&mut text, name);
+                    text.push(':');
+                    text.push_str(&digits);
+                    self.set(Key::Known(names::HOST), &text);
+                }
+            }
         } else if f.host.is_some() {
             self.set(Key::Cgi(CgiKey::ServerPort), default_port);
         } else if f.scheme.is_some() {

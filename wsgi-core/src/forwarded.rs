@@ -1,23 +1,28 @@
 //! Proxy headers from trusted peers: RFC 7239 `Forwarded` and the `X-Forwarded-*` family.
 //!
 //! A server behind a reverse proxy sees the proxy as its peer. The proxy says who the client
-//! was in headers, but any client can send those headers too, so they are believed only from a
-//! peer in [`TrustedProxies`] (gunicorn's `--forwarded-allow-ips`). What they may change:
+//! was in headers, but any client can send those headers too, and a proxy passes on those it
+//! does not itself set. So a header is believed only from a peer in [`TrustedProxies`]
+//! (gunicorn's `--forwarded-allow-ips`), and only if it is one of the headers the proxy is said
+//! to set ([`TrustedProxies::believe`]; by default `X-Forwarded-For` and `X-Forwarded-Proto`,
+//! which nginx's usual configuration sets: the others would be the client's word). What each
+//! changes:
 //!
-//! | environ                     | from `Forwarded` (RFC 7239) | else from                |
-//! |-----------------------------|-----------------------------|--------------------------|
-//! | `REMOTE_ADDR`/`REMOTE_PORT` | `for=` (see below)          | `X-Forwarded-For`        |
-//! | `wsgi.url_scheme`           | `proto=` of the same hop    | `X-Forwarded-Proto`      |
-//! | `HTTP_HOST`, `SERVER_NAME`  | `host=` of the same hop     | `X-Forwarded-Host`       |
-//! | `SERVER_PORT`               | the host's port             | `X-Forwarded-Port`, host |
-//! | `SCRIPT_NAME` (prefixed)    | `X-Forwarded-Prefix`        | `X-Forwarded-Prefix`     |
+//! | header               | environ                                                        |
+//! |----------------------|----------------------------------------------------------------|
+//! | `X-Forwarded-For`    | `REMOTE_ADDR` (and `REMOTE_PORT` if it has one, else removed)   |
+//! | `X-Forwarded-Proto`  | `wsgi.url_scheme` (`http` or `https`)                          |
+//! | `X-Forwarded-Host`   | `HTTP_HOST`, `SERVER_NAME`, `SERVER_PORT`                      |
+//! | `X-Forwarded-Port`   | `SERVER_PORT` and the port in `HTTP_HOST`                      |
+//! | `X-Forwarded-Prefix` | put before `SCRIPT_NAME` (percent-decoded)                     |
+//! | `Forwarded`          | `for=`, `proto=`, `host=` of the client's hop, as the above    |
 //!
 //! The client is found by walking the hops from the nearest one back: every hop whose address
 //! is itself a trusted proxy is skipped, and the first that is not is the client. A client can
-//! thus prepend whatever it likes to `X-Forwarded-For`; only what trusted proxies appended is
-//! believed. When `Forwarded` is present it alone is used (an invalid one changes nothing);
-//! the `X-Forwarded-*` values other than `-For` take their last element, the one the nearest
-//! proxy wrote.
+//! thus prepend whatever it likes to `X-Forwarded-For`; only the hops trusted proxies appended
+//! are believed. A believed `Forwarded` that is present and valid supplies the client, scheme
+//! and host; otherwise the believed `X-Forwarded-*` do. The `X-Forwarded-*` values other than
+//! `-For` take their last element, the one the nearest proxy wrote. Invalid values are ignored.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -26,7 +31,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 use crate::environ::Scheme;
-use crate::head::{RequestHead, valid_authority};
+use crate::framing::trim_ows as trim;
+use crate::head::{RequestHead, is_tchar, parse_port, split_authority, valid_authority};
 use crate::names;
 
 /// The peers whose proxy headers are believed.
@@ -39,25 +45,111 @@ use crate::names;
 /// assert!(trusted.trusts(None)); // a Unix-socket peer
 /// assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrustedProxies {
     any: bool,
     networks: Vec<IpNet>,
     unix: bool,
+    /// The believed headers, one bit per [`ForwardedHeader`].
+    believed: u8,
 }
 
-/// A `--forwarded-allow-ips` entry that is neither an address, a network nor `*`.
+impl Default for TrustedProxies {
+    /// Trusts no one.
+    fn default() -> Self {
+        TrustedProxies { any: false, networks: Vec::new(), unix: false, believed: DEFAULT_BELIEVED }
+    }
+}
+
+/// A proxy header [`TrustedProxies`] can believe.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ForwardedHeader {
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
+    /// `X-Forwarded-For`.
+    XForwardedFor,
+    /// `X-Forwarded-Proto`.
+    XForwardedProto,
+    /// `X-Forwarded-Host`.
+    XForwardedHost,
+    /// `X-Forwarded-Port`.
+    XForwardedPort,
+    /// `X-Forwarded-Prefix`.
+    XForwardedPrefix,
+}
+
+impl ForwardedHeader {
+    /// Every header, in declaration order.
+    pub const ALL: [ForwardedHeader; 6] = [
+        ForwardedHeader::Forwarded,
+        ForwardedHeader::XForwardedFor,
+        ForwardedHeader::XForwardedProto,
+        ForwardedHeader::XForwardedHost,
+        ForwardedHeader::XForwardedPort,
+        ForwardedHeader::XForwardedPrefix,
+    ];
+
+    /// The header's name in lowercase, e.g. `"x-forwarded-for"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::Forwarded => "forwarded",
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::XForwardedProto => "x-forwarded-proto",
+            ForwardedHeader::XForwardedHost => "x-forwarded-host",
+            ForwardedHeader::XForwardedPort => "x-forwarded-port",
+            ForwardedHeader::XForwardedPrefix => "x-forwarded-prefix",
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl std::str::FromStr for ForwardedHeader {
+    type Err = BadTrustedProxy;
+
+    /// A header name, in any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ForwardedHeader::ALL
+            .into_iter()
+            .find(|h| h.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| BadTrustedProxy(Bad::Header(s.trim().to_owned())))
+    }
+}
+
+/// What is believed when nothing is said: the two headers nginx's usual configuration sets.
+const DEFAULT_BELIEVED: u8 =
+    ForwardedHeader::XForwardedFor.bit() | ForwardedHeader::XForwardedProto.bit();
+
+/// A trusted-proxy entry that is neither an address, a network nor `*`, or a header name that
+/// is not a proxy header.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BadTrustedProxy(String);
+pub struct BadTrustedProxy(Bad);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Bad {
+    Entry(String),
+    Header(String),
+}
 
 impl fmt::Display for BadTrustedProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} is not a trusted-proxy entry: write an IP address (127.0.0.1, ::1), a network \
-             (10.0.0.0/8, fd00::/8) or * for every peer, separated by commas",
-            self.0
-        )
+        match &self.0 {
+            Bad::Entry(entry) => write!(
+                f,
+                "{entry:?} is not a trusted-proxy entry: write an IP address (127.0.0.1, ::1), a \
+                 network (10.0.0.0/8, fd00::/8) or * for every peer, separated by commas"
+            ),
+            Bad::Header(name) => {
+                write!(f, "{name:?} is not a proxy header: choose among ")?;
+                for (i, h) in ForwardedHeader::ALL.iter().enumerate() {
+                    write!(f, "{}{}", if i > 0 { ", " } else { "" }, h.name())?;
+                }
+                f.write_str(", separated by commas")
+            }
+        }
     }
 }
 
@@ -83,11 +175,34 @@ impl TrustedProxies {
             } else if let Ok(ip) = entry.parse::<IpAddr>() {
                 trusted.networks.push(IpNet::from(ip));
             } else {
-                return Err(BadTrustedProxy(entry.to_owned()));
+                return Err(BadTrustedProxy(Bad::Entry(entry.to_owned())));
             }
         }
         trusted.unix = trusted.any || !trusted.networks.is_empty();
         Ok(trusted)
+    }
+
+    /// Believes these headers (and no others) from trusted peers: only those the proxy sets
+    /// or replaces, since it passes on whatever else the client sent.
+    #[must_use]
+    pub fn believe(mut self, headers: &[ForwardedHeader]) -> TrustedProxies {
+        self.believed = headers.iter().fold(0, |bits, h| bits | h.bit());
+        self
+    }
+
+    /// Parses a comma-separated list of header names for [`believe`](Self::believe), e.g.
+    /// `"x-forwarded-for,x-forwarded-proto"`.
+    ///
+    /// # Errors
+    ///
+    /// [`BadTrustedProxy`] naming the first name that is not a proxy header.
+    pub fn parse_headers(spec: &str) -> Result<Vec<ForwardedHeader>, BadTrustedProxy> {
+        spec.split(',').filter(|h| !h.trim().is_empty()).map(str::parse).collect()
+    }
+
+    /// Returns `true` if `header` is believed from trusted peers.
+    pub fn believes(&self, header: ForwardedHeader) -> bool {
+        self.believed & header.bit() != 0
     }
 
     /// Returns `true` if proxy headers from `peer` are believed (`None`: a Unix-socket peer).
@@ -120,31 +235,35 @@ pub(crate) struct Forwarded<'a> {
 
 /// Reads the proxy headers of `head`, sent by a peer `trusted` trusts.
 pub(crate) fn forwarded<'a>(head: &'a RequestHead, trusted: &TrustedProxies) -> Forwarded<'a> {
+    use ForwardedHeader as H;
     let mut standard: Vec<&[u8]> = Vec::new();
     let (mut xff, mut proto, mut host, mut port, mut prefix) = (Vec::new(), None, None, None, None);
     for f in &head.fields {
+        let header = match f.id {
+            names::FORWARDED => H::Forwarded,
+            names::X_FORWARDED_FOR => H::XForwardedFor,
+            names::X_FORWARDED_PROTO => H::XForwardedProto,
+            names::X_FORWARDED_HOST => H::XForwardedHost,
+            names::X_FORWARDED_PORT => H::XForwardedPort,
+            names::X_FORWARDED_PREFIX => H::XForwardedPrefix,
+            _ => continue,
+        };
+        if !trusted.believes(header) {
+            continue;
+        }
         let value = f.value.get(&head.bytes);
-        match f.id {
-            names::FORWARDED => standard.push(value),
-            names::X_FORWARDED_FOR => xff.push(value),
-            names::X_FORWARDED_PROTO => proto = Some(value),
-            names::X_FORWARDED_HOST => host = Some(value),
-            names::X_FORWARDED_PORT => port = Some(value),
-            names::X_FORWARDED_PREFIX => prefix = Some(value),
-            _ => {}
+        match header {
+            H::Forwarded => standard.push(value),
+            H::XForwardedFor => xff.push(value),
+            H::XForwardedProto => proto = Some(value),
+            H::XForwardedHost => host = Some(value),
+            H::XForwardedPort => port = Some(value),
+            H::XForwardedPrefix => prefix = Some(value),
         }
     }
     let prefix = prefix.map(last_element).and_then(valid_prefix);
-    if !standard.is_empty() {
-        let Some(elements) = parse_forwarded(&standard) else {
-            return Forwarded { prefix, ..Forwarded::default() };
-        };
-        let nodes: Vec<Node> = elements.iter().map(|e| e.node).collect();
-        let Some(i) = client_hop(&nodes, trusted) else {
-            return Forwarded { prefix, ..Forwarded::default() };
-        };
-        let hop = &elements[i];
-        let host = hop.host.clone().filter(|h| !h.is_empty() && valid_authority(h));
+    if let Some(hop) = forwarded_hop(&standard, trusted) {
+        let host = hop.host.filter(|h| valid_host(h));
         return Forwarded {
             client: hop.node.address(),
             scheme: hop.proto.as_deref().and_then(scheme),
@@ -163,13 +282,28 @@ pub(crate) fn forwarded<'a>(head: &'a RequestHead, trusted: &TrustedProxies) -> 
             .collect();
         client_hop(&nodes, trusted).and_then(|i| nodes[i].address())
     };
-    let host =
-        host.map(last_element).filter(|h| !h.is_empty() && valid_authority(h)).map(Cow::Borrowed);
+    let host = host.map(last_element).filter(|h| valid_host(h)).map(Cow::Borrowed);
     let port = port
         .map(last_element)
         .and_then(parse_port)
         .or_else(|| host.as_deref().and_then(authority_port));
     Forwarded { client, scheme: proto.map(last_element).and_then(scheme), host, port, prefix }
+}
+
+/// The client's hop of valid `Forwarded` values, if there are any.
+fn forwarded_hop<'a>(values: &[&'a [u8]], trusted: &TrustedProxies) -> Option<Element<'a>> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut elements = parse_forwarded(values)?;
+    let nodes: Vec<Node> = elements.iter().map(|e| e.node).collect();
+    let i = client_hop(&nodes, trusted)?;
+    Some(elements.swap_remove(i))
+}
+
+/// A `host[:port]` with a non-empty host.
+fn valid_host(authority: &[u8]) -> bool {
+    valid_authority(authority) && !split_authority(authority).0.is_empty()
 }
 
 /// One hop's address as a proxy wrote it.
@@ -326,17 +460,6 @@ fn split_outside_quotes(value: &[u8], sep: u8) -> Option<Vec<&[u8]>> {
     Some(parts)
 }
 
-/// RFC 9110 §5.6.2 token characters.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
-    &s[start..end]
-}
-
 /// The last comma-separated element, trimmed: what the nearest proxy wrote.
 fn last_element(value: &[u8]) -> &[u8] {
     trim(value.rsplit(|&b| b == b',').next().unwrap_or_default())
@@ -352,24 +475,20 @@ fn scheme(value: &[u8]) -> Option<Scheme> {
     }
 }
 
-/// 1 to 5 digits, at most 65535.
-fn parse_port(digits: &[u8]) -> Option<u16> {
-    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n = digits.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
-    u16::try_from(n).ok()
-}
-
 /// The port of a valid `host[:port]`, if it has one.
 fn authority_port(authority: &[u8]) -> Option<u16> {
-    let (_, port) = crate::head::split_authority(authority);
+    let (_, port) = split_authority(authority);
     port.and_then(parse_port)
 }
 
-/// A prefix path: absolute, visible ASCII, no query or fragment; the trailing `/` dropped.
+/// A prefix path: absolute, visible ASCII, no query or fragment, and no escape of a control
+/// byte (`%00`); the trailing `/` dropped.
 fn valid_prefix(value: &[u8]) -> Option<&[u8]> {
+    let escapes_control = value.windows(3).any(|w| {
+        w[0] == b'%' && matches!((w[1], w[2].to_ascii_uppercase()), (b'0' | b'1', _) | (b'7', b'F'))
+    });
     let ok = value.first() == Some(&b'/')
+        && !escapes_control
         && value.iter().all(|&b| b.is_ascii_graphic() && b != b'?' && b != b'#');
     let mut trimmed = value;
     while let [rest @ .., b'/'] = trimmed {

@@ -610,12 +610,16 @@ pub(crate) fn valid_authority(a: &[u8]) -> bool {
     let _ = host;
     match port {
         None => true,
-        Some(p) => {
-            p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && {
-                p.iter().fold(0u32, |acc, &d| acc * 10 + u32::from(d - b'0')) <= 65535
-            }
-        }
+        Some(p) => p.is_empty() || parse_port(p).is_some(),
     }
+}
+
+/// A port: 1 to 5 decimal digits, at most 65535.
+pub(crate) fn parse_port(digits: &[u8]) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    u16::try_from(digits.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))).ok()
 }
 
 /// Explains an httparse error with the status-bearing error it deserves. Runs only on the error

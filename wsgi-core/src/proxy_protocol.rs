@@ -19,6 +19,11 @@ const V1_PREFIX: &[u8; 6] = b"PROXY ";
 /// The longest version 1 header, CRLF included (the specification's bound).
 const V1_MAX: usize = 107;
 
+/// The most bytes a version 2 header may carry after its 16-byte start (addresses and TLVs).
+/// HAProxy sends a few hundred at most; the bound keeps a header within what a connection
+/// buffers before it stops reading, so a larger one is refused rather than waited for.
+pub const PROXY_V2_MAX_LEN: usize = 4096;
+
 /// `PP2_TYPE_SSL`: the client reached the proxy over TLS (or SSL).
 const PP2_TYPE_SSL: u8 = 0x20;
 
@@ -172,9 +177,19 @@ fn parse_v2(input: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProtocolError>
     };
     let family = fixed[13];
     let len = usize::from(u16::from_be_bytes([fixed[14], fixed[15]]));
+    if len > PROXY_V2_MAX_LEN {
+        return Err(bad);
+    }
     let Some(body) = input.get(16..16 + len) else {
         return Ok(None);
     };
+    if local {
+        // A health check from the proxy itself: the family and the block are ignored, the
+        // connection's own addresses stand.
+        let header =
+            ProxyHeader { version: ProxyVersion::V2, source: None, destination: None, tls: false };
+        return Ok(Some((header, 16 + len)));
+    }
     // The address block's size by family (the high nibble) and transport (the low nibble).
     let (addresses, rest): (Option<(SocketAddr, SocketAddr)>, &[u8]) = match family {
         0x11 => {
@@ -204,12 +219,12 @@ fn parse_v2(input: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProtocolError>
         0x31 | 0x32 => (None, body.get(216..).ok_or(bad)?),
         _ => return Err(bad),
     };
-    let tls = if family == 0x00 { false } else { tls_from_tlvs(rest)? };
+    let tls = tls_from_tlvs(rest)?;
     let (source, destination) = match addresses {
-        Some((s, d)) if !local => (Some(s), Some(d)),
-        _ => (None, None),
+        Some((s, d)) => (Some(s), Some(d)),
+        None => (None, None),
     };
-    let header = ProxyHeader { version: ProxyVersion::V2, source, destination, tls: tls && !local };
+    let header = ProxyHeader { version: ProxyVersion::V2, source, destination, tls };
     Ok(Some((header, 16 + len)))
 }
 
@@ -393,9 +408,26 @@ mod tests {
             (addr("[2001:db8::1]:8080"), addr("[2001:db8::2]:80"))
         );
 
-        // LOCAL: a health check; the addresses, if any, are ignored.
+        // LOCAL: a health check; the addresses, if any, are ignored, and so are the family and
+        // the block's size.
         let h = parse_proxy_header(&v2(0, 0x11, &v4_block())).unwrap().unwrap().0;
         assert_eq!((h.source, h.destination), (None, None));
+        for (family, block) in [(0x41, &v4_block()[..]), (0x11, &[][..]), (0x21, &[1, 2, 3][..])] {
+            let input = v2(0, family, block);
+            let (h, n) = parse_proxy_header(&input).unwrap().unwrap();
+            assert_eq!((h.source, n), (None, input.len()), "family {family:#x}");
+        }
+        // UNSPEC with PROXY: no addresses, but TLVs are still read.
+        let h = parse_proxy_header(&v2(1, 0x00, &ssl_tlv(PP2_CLIENT_SSL))).unwrap().unwrap().0;
+        assert_eq!((h.source, h.tls), (None, true));
+        // The longest header accepted, and one byte more refused at once (before it arrives).
+        let mut longest = v4_block();
+        longest.extend_from_slice(&[0x04, 0x0f, 0xf1]);
+        longest.resize(PROXY_V2_MAX_LEN, 0);
+        assert!(parse_proxy_header(&v2(1, 0x11, &longest)).unwrap().is_some());
+        longest.push(0);
+        let too_long = v2(1, 0x11, &longest);
+        assert_eq!(parse_proxy_header(&too_long[..16]), Err(ProtocolError::BadProxyHeader));
         let h = parse_proxy_header(&v2(0, 0x00, &[])).unwrap().unwrap().0;
         assert_eq!((h.source, h.destination, h.version), (None, None, ProxyVersion::V2));
         // UNIX and UDP families carry nothing usable.

@@ -609,8 +609,11 @@ fn proxied_view(env: &Environ) -> Proxied<'_> {
 fn proxy_headers_from_trusted_peers() {
     use Scheme::{Http, Https};
     use std::sync::Arc;
-    use wsgi_core::TrustedProxies;
-    let trusted = Some(Arc::new(TrustedProxies::parse("127.0.0.1,10.0.0.0/8").unwrap()));
+    use wsgi_core::{ForwardedHeader, TrustedProxies};
+    // Every header believed: what each does.
+    let trusted = Some(Arc::new(
+        TrustedProxies::parse("127.0.0.1,10.0.0.0/8").unwrap().believe(&ForwardedHeader::ALL),
+    ));
     let via = |peer: &str| {
         ServerInfo::new(addr("127.0.0.1:8000"), addr(peer)).with_trusted_proxies(trusted.clone())
     };
@@ -666,7 +669,13 @@ fn proxy_headers_from_trusted_peers() {
         (
             "127.0.0.1:5000",
             "X-Forwarded-Port: 8080\r\n",
-            ("127.0.0.1", Some("5000"), Http, Some("app.test"), "app.test", "8080", "", "/x"),
+            ("127.0.0.1", Some("5000"), Http, Some("app.test:8080"), "app.test", "8080", "", "/x"),
+        ),
+        // A prefix escaping a control byte, and a host without a name, are ignored.
+        (
+            "127.0.0.1:5000",
+            "X-Forwarded-Prefix: /evil%00x\r\nX-Forwarded-Host: :80\r\n",
+            ("127.0.0.1", Some("5000"), Http, Some("app.test"), "app.test", "80", "", "/x"),
         ),
         // A prefix the proxy stripped becomes SCRIPT_NAME (percent-decoded, trailing / dropped).
         (
@@ -707,11 +716,11 @@ fn proxy_headers_from_trusted_peers() {
             "Forwarded: for=_hidden;proto=https\r\n",
             ("127.0.0.1", Some("5000"), Https, Some("app.test"), "app.test", "443", "", "/x"),
         ),
-        // A malformed Forwarded changes nothing (and X-Forwarded-For is not consulted).
+        // A malformed Forwarded is ignored: X-Forwarded-For still counts.
         (
             "127.0.0.1:5000",
             "Forwarded: for=192.0.2.1;for=192.0.2.2\r\nX-Forwarded-For: 198.51.100.1\r\n",
-            plain,
+            ("198.51.100.1", None, Http, Some("app.test"), "app.test", "80", "", "/x"),
         ),
         // From an untrusted peer every proxy header is ignored.
         (
@@ -777,4 +786,47 @@ fn proxy_protocol_header_sets_the_addresses() {
     assert_eq!(env.get("SERVER_NAME"), Some("198.51.100.2"));
     assert_eq!(env.get("SERVER_PORT"), Some("443"));
     assert_eq!(env.scheme(), Scheme::Https);
+}
+
+#[test]
+fn only_the_believed_proxy_headers_count() {
+    use std::sync::Arc;
+    use wsgi_core::{ForwardedHeader, TrustedProxies};
+    let request = b"GET /x HTTP/1.1\r\nHost: app.test\r\n\
+        Forwarded: for=1.2.3.4;proto=https;host=evil.example\r\n\
+        X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
+        X-Forwarded-Host: evil.example\r\nX-Forwarded-Port: 1\r\nX-Forwarded-Prefix: /evil\r\n\r\n";
+    let via = |trusted: TrustedProxies| {
+        ServerInfo::new(addr("127.0.0.1:8000"), addr("127.0.0.1:5000"))
+            .with_trusted_proxies(Some(Arc::new(trusted)))
+    };
+    // The default: X-Forwarded-For and -Proto, which nginx's usual configuration sets; a
+    // client's Forwarded, -Host, -Port and -Prefix pass through nginx untouched and count not.
+    let default = TrustedProxies::parse("127.0.0.1").unwrap();
+    assert!(default.believes(ForwardedHeader::XForwardedFor));
+    assert!(!default.believes(ForwardedHeader::Forwarded));
+    let env = environ_with(request, &via(default));
+    assert_eq!(
+        proxied_view(&env),
+        ("203.0.113.9", None, Scheme::Https, Some("app.test"), "app.test", "443", "", "/x")
+    );
+    // Only Forwarded believed.
+    let only = TrustedProxies::parse("127.0.0.1").unwrap().believe(&[ForwardedHeader::Forwarded]);
+    let env = environ_with(request, &via(only));
+    assert_eq!(
+        proxied_view(&env),
+        ("1.2.3.4", None, Scheme::Https, Some("evil.example"), "evil.example", "443", "", "/x")
+    );
+    // None believed.
+    let none = TrustedProxies::parse("127.0.0.1").unwrap().believe(&[]);
+    let env = environ_with(request, &via(none));
+    assert_eq!(env.get("REMOTE_ADDR"), Some("127.0.0.1"));
+    assert_eq!(env.scheme(), Scheme::Http);
+    // Header lists parse by name, in any case; unknown names are refused by name.
+    assert_eq!(
+        TrustedProxies::parse_headers(" X-Forwarded-Host ,forwarded").unwrap(),
+        [ForwardedHeader::XForwardedHost, ForwardedHeader::Forwarded]
+    );
+    let e = TrustedProxies::parse_headers("x-forwarded-for,x-real-ip").unwrap_err().to_string();
+    assert!(e.contains("\"x-real-ip\"") && e.contains("x-forwarded-prefix"), "{e}");
 }

@@ -275,9 +275,10 @@ proptest! {
             prop::sample::select(b"abc019.:[]\",;=_ \t\\forprotohst".to_vec()), 0..40),
     ) {
         use std::sync::Arc;
-        use wsgi_core::{Environ, ServerInfo, TrustedProxies};
+        use wsgi_core::{Environ, ForwardedHeader, ServerInfo, TrustedProxies};
+        let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap().believe(&ForwardedHeader::ALL);
         let server = ServerInfo::new(None, Some("10.0.0.1:5000".parse().unwrap()))
-            .with_trusted_proxies(Some(Arc::new(TrustedProxies::parse("10.0.0.0/8").unwrap())));
+            .with_trusted_proxies(Some(Arc::new(trusted)));
         let environ_of = |fields: &[String]| {
             let mut request = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
             for f in fields {

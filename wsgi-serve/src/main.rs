@@ -159,13 +159,24 @@ struct Cli {
     #[arg(long = "root-path", value_name = "PATH", default_value = "")]
     root_path: String,
 
-    /// Peers whose proxy headers are believed, comma-separated: IP addresses, networks
-    /// (10.0.0.0/8) or `*`. From them, `Forwarded` (RFC 7239) or else X-Forwarded-For, -Proto,
-    /// -Host and -Port set REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST and SERVER_NAME/PORT, and
-    /// X-Forwarded-Prefix is prepended to SCRIPT_NAME. Peers on Unix sockets are trusted unless
-    /// the list is empty (`''` trusts no one).
+    /// Peers whose proxy headers (--forwarded-headers) are believed, comma-separated: IP
+    /// addresses, networks (10.0.0.0/8) or `*`. Peers on Unix sockets are trusted unless the
+    /// list is empty (`''` trusts no one).
     #[arg(long = "forwarded-allow-ips", value_name = "IPS", default_value = "127.0.0.1,::1")]
     forwarded_allow_ips: String,
+
+    /// The proxy headers believed from trusted peers: list only those your proxy sets or
+    /// replaces, since it passes on whatever else a client sends. Choose among
+    /// x-forwarded-for (REMOTE_ADDR: the last address not itself a trusted proxy),
+    /// x-forwarded-proto (wsgi.url_scheme), x-forwarded-host (HTTP_HOST, SERVER_NAME/PORT),
+    /// x-forwarded-port (SERVER_PORT), x-forwarded-prefix (put before SCRIPT_NAME) and
+    /// forwarded (RFC 7239: its for=, proto= and host= instead of the X-Forwarded ones).
+    #[arg(
+        long = "forwarded-headers",
+        value_name = "NAMES",
+        default_value = "x-forwarded-for,x-forwarded-proto"
+    )]
+    forwarded_headers: String,
 
     /// Every connection starts with a PROXY protocol header (v1 or v2, as HAProxy's
     /// `send-proxy`/`send-proxy-v2` and nginx's `proxy_protocol on` write it), which sets
@@ -246,8 +257,7 @@ fn run(cli: Cli) -> Result<(), String> {
         return worker(&cli, &log, access_format);
     }
     // Checked before anything starts, so a typo fails at once rather than in every worker.
-    TrustedProxies::parse(&cli.forwarded_allow_ips)
-        .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
+    trusted_proxies(&cli)?;
     // The TLS files are loaded and checked here, before any worker starts, so a mistake is
     // reported once and clearly; each worker loads them again.
     #[cfg(feature = "tls")]
@@ -382,9 +392,7 @@ fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<
     config.threads = cli.threads.max(1);
     config.core = core;
     config.root_path = cli.root_path.clone();
-    let trusted = TrustedProxies::parse(&cli.forwarded_allow_ips)
-        .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
-    config.trusted_proxies = Some(Arc::new(trusted));
+    config.trusted_proxies = Some(Arc::new(trusted_proxies(cli)?));
     // --timeout 0 turns the watchdog off, not the I/O timeout down: then a day.
     config.io_timeout = Duration::from_secs(if cli.timeout == 0 { 86_400 } else { cli.timeout });
     config.graceful_timeout = Duration::from_secs(cli.graceful_timeout);
@@ -422,6 +430,7 @@ fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<
             let front_config = tls::FrontConfig {
                 tls: files.server_config()?,
                 handshake_timeout: config.core.head_timeout,
+                io_timeout: config.io_timeout,
                 graceful_timeout: config.graceful_timeout,
             };
             let (front, inner) = tls::Front::start(listeners, front_config, log.clone())?;
@@ -586,6 +595,15 @@ fn serve_tokio(
         server.serve(listeners).await;
         Ok(())
     })
+}
+
+/// The trusted proxies and the headers believed from them.
+fn trusted_proxies(cli: &Cli) -> Result<TrustedProxies, String> {
+    let trusted = TrustedProxies::parse(&cli.forwarded_allow_ips)
+        .map_err(|e| format!("--forwarded-allow-ips: {e}"))?;
+    let headers = TrustedProxies::parse_headers(&cli.forwarded_headers)
+        .map_err(|e| format!("--forwarded-headers: {e}"))?;
+    Ok(trusted.believe(&headers))
 }
 
 /// This worker's request limit: `max` plus a random share of `jitter`; `None` when `max` is 0.

@@ -25,7 +25,7 @@ use std::time::Duration;
 use adapter_std::Listener;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncWriteExt, copy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, copy};
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -205,6 +205,9 @@ pub(crate) struct FrontConfig {
     pub(crate) tls: Arc<rustls::ServerConfig>,
     /// How long a client has to complete the handshake (`--header-timeout`).
     pub(crate) handshake_timeout: Duration,
+    /// How long one write to a client may wait for it to read (`--timeout`): the front's part
+    /// of the I/O timeout, since the server's side of a TLS connection is the front's socket.
+    pub(crate) io_timeout: Duration,
     /// How long connections in flight may take to finish after [`Front::stop_accepting`].
     pub(crate) graceful_timeout: Duration,
 }
@@ -299,7 +302,7 @@ async fn run_front(
                     conn,
                     acceptor.clone(),
                     inner.clone(),
-                    config.handshake_timeout,
+                    Timeouts { handshake: config.handshake_timeout, io: config.io_timeout },
                     log.clone(),
                 ));
             }
@@ -389,16 +392,23 @@ async fn serve_connection(
     conn: Accepted,
     acceptor: TlsAcceptor,
     inner: PathBuf,
-    handshake_timeout: Duration,
+    timeouts: Timeouts,
     log: Arc<LineLog>,
 ) {
     let result = match conn.stream {
-        AnyStream::Tcp(s) => relay(acceptor, s, &conn.addresses, &inner, handshake_timeout).await,
-        AnyStream::Unix(s) => relay(acceptor, s, &conn.addresses, &inner, handshake_timeout).await,
+        AnyStream::Tcp(s) => relay(acceptor, s, &conn.addresses, &inner, timeouts).await,
+        AnyStream::Unix(s) => relay(acceptor, s, &conn.addresses, &inner, timeouts).await,
     };
     if let Err(e) = result {
         log.debug(&format!("TLS connection from {}: {e}", conn.addresses.describe_source()));
     }
+}
+
+/// The front's deadlines for one connection.
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    handshake: Duration,
+    io: Duration,
 }
 
 async fn relay<S>(
@@ -406,32 +416,37 @@ async fn relay<S>(
     stream: S,
     addresses: &ProxyAddresses,
     inner: &Path,
-    handshake_timeout: Duration,
+    timeouts: Timeouts,
 ) -> io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let tls = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await.map_err(
+    let tls = tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await.map_err(
         |_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake not completed in time"),
     )??;
     let ssl = SslInfo::of(&tls);
     let mut upstream = UnixStream::connect(inner).await?;
     upstream.write_all(&proxy_v2_header(addresses, &ssl)).await?;
-    pump(tls, upstream).await
+    pump(tls, upstream, timeouts.io).await
 }
 
 /// Copies bytes both ways. When the server closes, the TLS stream is closed (close_notify)
 /// and the connection ends; when the client closes its side, the server sees end-of-input and
-/// the server's side is copied to its end.
-async fn pump<S>(tls: TlsStream<S>, mut upstream: UnixStream) -> io::Result<()>
+/// the server's side is copied to its end. A client that reads nothing for `io_timeout` while
+/// the server has bytes for it is dropped, as the HTTP drivers drop a plain one.
+async fn pump<S>(
+    tls: TlsStream<S>,
+    mut upstream: UnixStream,
+    io_timeout: Duration,
+) -> io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut tls_read, mut tls_write) = tokio::io::split(tls);
     let (mut up_read, mut up_write) = upstream.split();
     let to_client = async {
-        let copied = copy(&mut up_read, &mut tls_write).await;
-        let closed = tls_write.shutdown().await;
+        let copied = copy_to_client(&mut up_read, &mut tls_write, io_timeout).await;
+        let closed = within(io_timeout, tls_write.shutdown()).await;
         copied.and(closed)
     };
     let to_server = async {
@@ -447,6 +462,37 @@ where
             done.and(answered).map(drop)
         }
     }
+}
+
+/// Copies the server's bytes to the client, each write bounded by `io_timeout`.
+async fn copy_to_client<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    io_timeout: Duration,
+) -> io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        within(io_timeout, async {
+            writer.write_all(&buf[..n]).await?;
+            writer.flush().await
+        })
+        .await?;
+    }
+}
+
+/// Runs an I/O step toward the client, failing with `TimedOut` past `limit`.
+async fn within(limit: Duration, step: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    tokio::time::timeout(limit, step).await.map_err(|_| {
+        io::Error::new(io::ErrorKind::TimedOut, "the client read nothing for --timeout")
+    })?
 }
 
 /// The endpoints a PROXY header reports: the client (source) and the listener (destination).

@@ -195,7 +195,8 @@ impl Exchange {
             }
             let body = io.send_body(chunk);
             match body {
-                // As after send_chunk: the excess is dropped (and logged), the response ends.
+                // As after send_chunk: the excess is dropped and the response ends (PEP 3333
+                // lets a server stop at the Content-Length; only write() is told, by an error).
                 Ok(()) | Err(AppIoError::Usage(UsageError::BodyTooLong { .. })) => {
                     Ok((body, io.send_end()))
                 }
