@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -185,6 +186,40 @@ def test_a_client_that_stops_reading_is_dropped_after_the_timeout(start_server, 
     assert received < size // 4, received
     done = requests.get(server.url("/fixed"), verify=str(pki["ca"]), timeout=TIMEOUT)
     assert done.status_code == 200
+
+
+def test_relative_tls_paths_with_chdir(start_server, pki, curl):
+    # Relative --certfile/--keyfile name files where wsgi-serve started, as the supervisor
+    # checked them, even though each worker moves to --chdir before serving.
+    relative = [os.path.relpath(pki["cert"]), os.path.relpath(pki["key"])]
+    assert not os.path.isabs(relative[0])
+    server = start_server("tls-relative", app="conformance:application", chdir=APPS,
+                          extra=["--certfile", relative[0], "--keyfile", relative[1]],
+                          ssl_context=client_context(pki))
+    done = run_curl(curl, "--cacert", str(pki["ca"]), server.url("/fixed"))
+    assert done.returncode == 0 and done.stdout == b"hello, fixed\n", done.stderr
+    assert server.proc.poll() is None
+
+
+def test_a_killed_workers_private_directory_is_removed(start_server, pki):
+    # A worker killed by --timeout never runs its own cleanup: the supervisor removes the
+    # private directory of its TLS front's internal socket.
+    server = start_server("tls-killed", app="conformance:application", chdir=APPS, threads=2,
+                          extra=tls_options(pki) + ["--timeout", "2"],
+                          ssl_context=client_context(pki))
+    worker = process_tree(server.proc.pid)[-1]
+    tmp = tempfile.gettempdir()
+
+    def leftovers():
+        return [n for n in os.listdir(tmp) if n.startswith(f"wsgi-serve-tls.{worker}.")]
+
+    assert len(leftovers()) == 1
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    with client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(request_bytes("GET", "/slow?seconds=30&tag=killed"))
+        server.wait_error_log(f"worker {worker} exited (killed by signal 9)", timeout=15)
+    assert wait_until(lambda: not leftovers(), timeout=5), leftovers()
+    assert requests.get(server.url("/fixed"), verify=str(pki["ca"]), timeout=TIMEOUT).ok
 
 
 def test_upload_and_large_download_over_tls(https, pki):

@@ -3,8 +3,10 @@
 //!
 //! An app thread hands each finished request's [`AccessRecord`] to a bounded channel and goes
 //! on; the writer formats it into a buffer that it writes at least every
-//! [`FLUSH_INTERVAL`], whole lines at a time (workers sharing one file never split each
-//! other's lines). When the writer falls behind and the channel is full, records are dropped
+//! [`FLUSH_INTERVAL`], whole lines at a time, so workers sharing one file never split each
+//! other's lines (appends to a file are atomic; to a pipe, such as stdout under systemd or a
+//! container runtime, writes are cut into pieces of whole lines of at most `PIPE_BUF` bytes,
+//! the size the kernel writes atomically). When the writer falls behind and the channel is full, records are dropped
 //! and counted rather than making requests wait, and the count goes to the error log.
 
 use std::fmt::Write as _;
@@ -283,12 +285,39 @@ impl Target {
         match self {
             Target::Stdout => {
                 let mut out = io::stdout().lock();
-                out.write_all(bytes)?;
-                out.flush()
+                for piece in whole_lines(bytes, PIPE_BUF) {
+                    out.write_all(piece)?;
+                    out.flush()?;
+                }
+                Ok(())
             }
             Target::File(f) => f.write_all(bytes),
         }
     }
+}
+
+/// What a pipe writes atomically (POSIX's minimum, Linux's value).
+const PIPE_BUF: usize = 4096;
+
+/// Cuts `bytes` after newlines into pieces of at most `limit` bytes (a longer line is a piece
+/// of its own).
+fn whole_lines(bytes: &[u8], limit: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let window = &rest[..rest.len().min(limit)];
+        let cut = match memchr::memrchr(b'\n', window) {
+            Some(i) if window.len() < rest.len() => i + 1,
+            _ if window.len() == rest.len() => rest.len(),
+            // One line longer than `limit`: up to its end.
+            _ => memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1),
+        };
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// The app threads' side: hands records to the writer without waiting.
@@ -423,6 +452,19 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdout_pieces_are_whole_lines_within_pipe_buf() {
+        let line = |n: usize| format!("{}\n", "x".repeat(n - 1));
+        let text = [line(1000), line(1000), line(1000), line(1500), line(5000), line(10)].concat();
+        let pieces: Vec<&[u8]> = whole_lines(text.as_bytes(), 4096).collect();
+        let sizes: Vec<usize> = pieces.iter().map(|p| p.len()).collect();
+        assert_eq!(sizes, [3000, 1500, 5000, 10]);
+        assert!(pieces.iter().all(|p| p.ends_with(b"\n")));
+        assert_eq!(pieces.concat(), text.as_bytes());
+        assert_eq!(whole_lines(b"", 4096).count(), 0);
+        assert_eq!(whole_lines(b"no newline", 4).collect::<Vec<_>>(), [&b"no newline"[..]]);
+    }
     use wsgi_driver::{AccessLog, Exchange};
 
     #[test]

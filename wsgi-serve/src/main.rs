@@ -10,6 +10,7 @@ mod activation;
 mod logs;
 mod pidfile;
 mod supervisor;
+mod tempname;
 #[cfg(feature = "tls")]
 mod tls;
 mod watchdog;
@@ -236,11 +237,14 @@ impl Runtime {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let is_worker = std::env::var_os(supervisor::WORKER_ENV).is_some();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("wsgi-serve: {message}");
-            ExitCode::FAILURE
+            // A worker that cannot set itself up would fail the same way again: the supervisor
+            // stops rather than replacing it in a loop.
+            if is_worker { ExitCode::from(supervisor::BOOT_ERROR as u8) } else { ExitCode::FAILURE }
         }
     }
 }
@@ -338,8 +342,10 @@ fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<
         }
         None => None,
     };
-    // Both log files are opened before --chdir, so relative paths name files in the directory
-    // wsgi-serve was started in.
+    // The log files and the TLS files are opened before --chdir, so relative paths name files
+    // in the directory wsgi-serve was started in (where the supervisor checked them).
+    #[cfg(feature = "tls")]
+    let tls_config = tls_files(cli)?.map(|files| files.server_config()).transpose()?;
     let keep_response_head = access_format.uses_response_headers();
     let (access_writer, access_log) = match &cli.access_logfile {
         Some(target) => {
@@ -425,10 +431,10 @@ fn worker(cli: &Cli, log: &Arc<LineLog>, access_format: AccessFormat) -> Result<
 
     // With TLS, the front takes the --bind listeners and the server serves its internal socket.
     #[cfg(feature = "tls")]
-    let (front, listeners) = match tls_files(cli)? {
-        Some(files) => {
+    let (front, listeners) = match tls_config {
+        Some(tls_config) => {
             let front_config = tls::FrontConfig {
-                tls: files.server_config()?,
+                tls: tls_config,
                 handshake_timeout: config.core.head_timeout,
                 io_timeout: config.io_timeout,
                 graceful_timeout: config.graceful_timeout,

@@ -27,7 +27,13 @@ impl PidFile {
         temp_name.push(name);
         temp_name.push(format!(".{}.tmp", std::process::id()));
         let temp = path.with_file_name(temp_name);
-        let written = std::fs::File::create(&temp)
+        // A stale temporary file (or a link planted there) is removed, not followed; create_new
+        // then refuses to follow one that appears meanwhile.
+        let _ = std::fs::remove_file(&temp);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
             .and_then(|mut f| writeln!(f, "{}", std::process::id()).and_then(|()| f.sync_all()))
             .and_then(|()| std::fs::rename(&temp, path));
         if let Err(e) = written {

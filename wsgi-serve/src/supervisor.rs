@@ -85,12 +85,23 @@ pub(crate) fn supervise(
     };
     let mut workers = Vec::with_capacity(count);
     for _ in 0..count {
-        workers.push(spawn(log)?);
+        match spawn(log) {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                // The workers already started must not outlive their supervisor.
+                stop(workers, graceful, log);
+                return Err(e);
+            }
+        }
     }
     let mut failure = None;
     let mut last_check = Instant::now();
     'signals: loop {
-        let pending: Vec<i32> = signals.pending().collect();
+        // Without --timeout there is nothing to check between signals: block until one comes.
+        let pending: Vec<i32> = match timeout {
+            Some(_) => signals.pending().collect(),
+            None => signals.wait().collect(),
+        };
         if pending.is_empty() {
             std::thread::sleep(POLL);
         }
@@ -101,6 +112,7 @@ pub(crate) fn supervise(
                     workers.retain_mut(|w| match w.child.try_wait() {
                         Ok(None) => true,
                         Ok(Some(status)) => {
+                            clean_up_after(w.pid());
                             if !w.retiring {
                                 if status.code() == Some(BOOT_ERROR) {
                                     failure =
@@ -122,7 +134,13 @@ pub(crate) fn supervise(
                         break 'signals;
                     }
                     for _ in 0..replace {
-                        workers.push(spawn(log)?);
+                        match spawn(log) {
+                            Ok(w) => workers.push(w),
+                            Err(e) => {
+                                failure = Some(e);
+                                break 'signals;
+                            }
+                        }
                     }
                 }
                 SIGHUP => {
@@ -132,7 +150,13 @@ pub(crate) fn supervise(
                         w.signal(Signal::TERM);
                     }
                     for _ in 0..count {
-                        workers.push(spawn(log)?);
+                        match spawn(log) {
+                            Ok(w) => workers.push(w),
+                            Err(e) => {
+                                failure = Some(e);
+                                break 'signals;
+                            }
+                        }
                     }
                 }
                 _ => {
@@ -187,14 +211,30 @@ fn stop(mut workers: Vec<Worker>, graceful: Duration, log: &LineLog) {
     }
     let deadline = Instant::now() + graceful + Duration::from_secs(1);
     while !workers.is_empty() && Instant::now() < deadline {
-        workers.retain_mut(|w| matches!(w.child.try_wait(), Ok(None)));
+        workers.retain_mut(|w| {
+            let running = matches!(w.child.try_wait(), Ok(None));
+            if !running {
+                clean_up_after(w.pid());
+            }
+            running
+        });
         std::thread::sleep(Duration::from_millis(20));
     }
     for mut w in workers {
         log.info(&format!("worker {} did not stop in time; killing it", w.pid()));
         let _ = w.child.kill();
         let _ = w.child.wait();
+        clean_up_after(w.pid());
     }
+}
+
+/// Removes what a worker that is gone may have left in the temporary directory: a worker
+/// killed (by --timeout, or the OOM killer) never ran its own cleanup.
+fn clean_up_after(pid: u32) {
+    #[cfg(feature = "tls")]
+    crate::tempname::remove_leftovers(crate::tls::PRIVATE_DIR_STEM, pid);
+    #[cfg(not(feature = "tls"))]
+    let _ = pid;
 }
 
 fn spawn_worker(

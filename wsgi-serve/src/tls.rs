@@ -166,22 +166,15 @@ fn pem_error(path: &Path, option: &str, what: &str, e: rustls::pki_types::pem::E
 #[derive(Debug)]
 struct PrivateDir(PathBuf);
 
+/// The stem of the private directories' names: `$TMPDIR/wsgi-serve-tls.<pid>.<random>`.
+pub(crate) const PRIVATE_DIR_STEM: &str = "wsgi-serve-tls";
+
 impl PrivateDir {
     fn create() -> io::Result<PrivateDir> {
-        use std::hash::{BuildHasher, Hasher};
-        let base = std::env::temp_dir();
-        let mut last = None;
-        for _ in 0..16 {
-            let draw = std::collections::hash_map::RandomState::new().build_hasher().finish();
-            let path = base.join(format!("wsgi-serve-tls.{}.{draw:016x}", std::process::id()));
-            // `create` fails if the name exists: the directory is ours, made with mode 0700.
-            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-                Ok(()) => return Ok(PrivateDir(path)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::other("no free name")))
+        // `create` fails if the name exists: the directory is ours, made with mode 0700.
+        crate::tempname::create_unique(PRIVATE_DIR_STEM, |path| {
+            std::fs::DirBuilder::new().mode(0o700).create(path).map(|()| PrivateDir(path.into()))
+        })
     }
 }
 
@@ -673,6 +666,27 @@ mod tests {
             0x00, 0x00, 0x00, 0x01, // verify: non-zero, no client certificate
         ]);
         assert_eq!(proxy_v2_header(&addresses, &no_cert()), want);
+    }
+
+    #[test]
+    fn the_server_reads_what_the_front_writes() {
+        // Round trip through wsgi-core's parser, the one the inner server runs.
+        for (source, destination) in
+            [("127.0.0.1:51234", "127.0.0.2:443"), ("[2001:db8::1]:8080", "[2001:db8::7]:8443")]
+        {
+            let addresses = ProxyAddresses::Tcp {
+                source: source.parse().unwrap(),
+                destination: destination.parse().unwrap(),
+            };
+            let mut wire = proxy_v2_header(&addresses, &no_cert());
+            let len = wire.len();
+            wire.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            let (header, n) = wsgi_core::parse_proxy_header(&wire).unwrap().unwrap();
+            assert_eq!(n, len);
+            assert_eq!(header.source, Some(source.parse().unwrap()));
+            assert_eq!(header.destination, Some(destination.parse().unwrap()));
+            assert!(header.tls);
+        }
     }
 
     #[test]

@@ -261,20 +261,14 @@ pub(crate) struct Overdue {
 impl Heartbeat {
     /// A fresh heartbeat file, beating now. It has no name: it lives while a descriptor does.
     pub(crate) fn create() -> std::io::Result<Heartbeat> {
-        let dir = std::env::temp_dir();
-        let mut last = None;
-        for attempt in 0..16 {
-            let path = dir.join(format!(".wsgi-serve-heartbeat-{}-{attempt}", std::process::id()));
-            match OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    std::fs::remove_file(&path)?;
-                    beat(&file, monotonic())?;
-                    return Ok(Heartbeat { file });
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| std::io::Error::other("no heartbeat file name was free")))
+        // Unlinked at once: the supervisor and its worker share it through descriptors only.
+        let file = crate::tempname::create_unique(".wsgi-serve-heartbeat", |path| {
+            let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+            std::fs::remove_file(path)?;
+            Ok(file)
+        })?;
+        beat(&file, monotonic())?;
+        Ok(Heartbeat { file })
     }
 
     /// The descriptor to map into the worker.
