@@ -231,6 +231,18 @@ impl Front {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the TLS front's tokio runtime: {e}"))?;
+        // Registered with the runtime here, so a listener it cannot watch fails the worker's
+        // start (and stops the supervisor) rather than leaving a worker that serves nothing.
+        let listeners = {
+            let _entered = runtime.enter();
+            listeners
+                .into_iter()
+                .map(|l| {
+                    let name = l.describe();
+                    AsyncListener::new(l).map_err(|e| format!("cannot watch {name}: {e}"))
+                })
+                .collect::<Result<Vec<_>, String>>()?
+        };
         let thread = std::thread::Builder::new()
             .name("wsgi-tls-front".to_owned())
             .spawn(move || {
@@ -266,7 +278,7 @@ impl Front {
 
 /// The front's event loop: accepts on every listener until stopped, then drains.
 async fn run_front(
-    listeners: Vec<Listener>,
+    listeners: Vec<AsyncListener>,
     config: FrontConfig,
     inner: PathBuf,
     mut stopped: watch::Receiver<bool>,
@@ -276,14 +288,9 @@ async fn run_front(
     let (accepted, mut incoming) = tokio::sync::mpsc::channel::<Accepted>(64);
     let mut accept_loops = JoinSet::new();
     for listener in listeners {
-        match AsyncListener::new(listener) {
-            Ok(listener) => {
-                let accepted = accepted.clone();
-                let log = log.clone();
-                accept_loops.spawn(async move { listener.accept_loop(accepted, &log).await });
-            }
-            Err(e) => log.info(&format!("TLS front: cannot watch a listener: {e}")),
-        }
+        let accepted = accepted.clone();
+        let log = log.clone();
+        accept_loops.spawn(async move { listener.accept_loop(accepted, &log).await });
     }
     drop(accepted);
     let mut connections = JoinSet::new();
