@@ -213,6 +213,31 @@ def process_tree(pid):
     return pids
 
 
+def open_fds(pid):
+    """How many file descriptors process `pid` holds, or -1 when it is gone."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+def steady_fds(pid, quiet=0.5, timeout=5.0):
+    """`open_fds(pid)` once it has not changed for `quiet` seconds (at most `timeout`).
+
+    A server answers the readiness probe and the client closes at once, but the server lets go of
+    its side a moment later: a count taken right after start can still include that connection."""
+    deadline = time.monotonic() + timeout
+    count, since = open_fds(pid), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = open_fds(pid)
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return count
+
+
 def vm_rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as f:

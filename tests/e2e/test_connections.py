@@ -14,7 +14,7 @@ import httpx
 import pytest
 import requests
 
-from support import APPS, TIMEOUT, HttpReader, request_bytes, wait_until
+from support import APPS, TIMEOUT, HttpReader, open_fds, request_bytes, steady_fds, wait_until
 
 MIB = 1024 * 1024
 
@@ -217,13 +217,6 @@ def test_client_disconnects_mid_download(served, how):
     still_serving(served)
 
 
-def open_fds(pid):
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return -1
-
-
 def thread_count(pid):
     try:
         return len(os.listdir(f"/proc/{pid}/task"))
@@ -241,8 +234,7 @@ def test_reset_storm_at_every_stage(start_server):
     no body is ever read as complete, and its sockets and threads go back to where they were."""
     server = start_server("reset-storm", app="faults:application", chdir=APPS, threads=4)
     worker = requests.get(server.url("/echo/pid"), timeout=TIMEOUT).json()["pid"]
-    time.sleep(0.2)
-    fds, threads = open_fds(worker), thread_count(worker)
+    fds, threads = steady_fds(worker), thread_count(worker)
     rng = random.Random(6)
     downloads = []
     for i in range(RESET_ROUNDS):

@@ -20,8 +20,8 @@ import pytest
 import requests
 import trustme
 
-from support import (APPS, TIMEOUT, HttpReader, download_block, process_tree, request_bytes,
-                     wait_until)
+from support import (APPS, TIMEOUT, HttpReader, download_block, open_fds, process_tree,
+                     request_bytes, steady_fds, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -161,18 +161,15 @@ def test_a_client_that_stops_reading_is_dropped_after_the_timeout(start_server, 
     size = 256 * 1024 * 1024
     worker = process_tree(server.proc.pid)[-1]
 
-    def open_fds():
-        return len(os.listdir(f"/proc/{worker}/fd"))
-
-    idle = open_fds()
+    idle = steady_fds(worker)
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     with client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as s:
         s.sendall(request_bytes("GET", f"/download?size={size}", [("Connection", "close")]))
-        assert wait_until(lambda: open_fds() > idle, timeout=5), "the request never started"
+        assert wait_until(lambda: open_fds(worker) > idle, timeout=5), "the request never started"
         # Reading nothing: past --timeout 2 the worker lets go of the connection (its socket
         # and the front's link to the server), with the client still connected.
-        assert wait_until(lambda: open_fds() <= idle, timeout=12), (idle, open_fds())
+        assert wait_until(lambda: open_fds(worker) <= idle, timeout=12), (idle, open_fds(worker))
         received, deadline = 0, time.monotonic() + 30
         try:
             while time.monotonic() < deadline:
