@@ -21,6 +21,11 @@
 //! block the app thread (that is the backpressure: a slow client slows its own request, and the
 //! server never buffers a whole body), bounded by [`ServerConfig::io_timeout`].
 //!
+//! For an application that runs one thread at a time (Python with its GIL; see
+//! [`Application::serializes_threads`]) the app threads take requests through a
+//! [`wsgi_driver::Gate`]: one thread serves while requests finish promptly, and the others
+//! join in when requests block, so the GIL is not handed from thread to thread on every request.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -60,6 +65,7 @@ use wsgi_core::{Application, Connection, HttpDate, ServerInfo};
 
 pub use net::Listener;
 pub use wsgi_driver::{AccessLog, AccessRecord, ServerConfig};
+use wsgi_driver::{Gate, Seat};
 
 use conn::{Conn, Step};
 
@@ -182,6 +188,7 @@ pub fn start<A: Application>(
     let grace_deadline = Arc::new(Mutex::new(None));
     // The poller holds the only sender: when it stops, every app thread's select wakes and ends.
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let gate = Arc::new(Gate::new(threads, app.serializes_threads()));
     let app = Arc::new(app);
     let app_threads = (0..threads)
         .map(|i| {
@@ -189,9 +196,10 @@ pub fn start<A: Application>(
             let shared = shared.clone();
             let ready_rx = ready_rx.clone();
             let stop_rx = stop_rx.clone();
+            let gate = gate.clone();
             std::thread::Builder::new()
                 .name(format!("wsgi-app-{i}"))
-                .spawn(move || app_thread(&*app, &shared, &ready_rx, &stop_rx))
+                .spawn(move || app_thread(&*app, &shared, &gate, &ready_rx, &stop_rx))
         })
         .collect::<io::Result<Vec<_>>>()?;
     drop(ready_rx);
@@ -209,10 +217,12 @@ pub fn start<A: Application>(
 fn app_thread<A: Application>(
     app: &A,
     shared: &Arc<Shared>,
+    gate: &Gate,
     ready_rx: &Receiver<Conn>,
     stop_rx: &Receiver<()>,
 ) {
-    app.serve(&mut || {
+    let mut seat = Seat::default();
+    let mut take = || {
         loop {
             let c = crossbeam_channel::select! {
                 recv(ready_rx) -> c => c.ok()?,
@@ -224,7 +234,8 @@ fn app_thread<A: Application>(
                 Step::Closed => shared.done(),
             }
         }
-    });
+    };
+    app.serve(&mut || gate.next(&mut seat, &mut take));
 }
 
 const WAKER: Token = Token(usize::MAX);

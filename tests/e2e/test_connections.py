@@ -1,6 +1,7 @@
 """Connection management: keep-alive, pipelining, HTTP/1.0, Connection: close, slow clients,
 and clients that go away mid-request."""
 
+import concurrent.futures
 import json
 import os
 import random
@@ -301,3 +302,28 @@ def test_reset_storm_at_every_stage(start_server):
           f"{len(called)} uploads and downloads and close() for each; worker fds {fds} -> {open_fds(worker)}, threads {threads} -> "
           f"{thread_count(worker)}")
     assert server.stop() == 0, server.logs()
+
+
+def test_requests_that_block_run_on_the_other_app_threads(start_server):
+    """One thread takes requests while they finish promptly (the GIL is not handed around on
+    every request); when requests block, the other app threads take the waiting ones."""
+    server = start_server("blocking", app="conformance:application", chdir=APPS, threads=4)
+
+    def slow(_):
+        return requests.get(server.url("/slow?seconds=0.6"), timeout=TIMEOUT).status_code
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(slow, range(4)))
+        assert statuses == [200] * 4
+    # One thread at a time would take 2.4 s.
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.8, elapsed
+    # Three slow requests hold three threads; a quick one still goes through at once.
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        pending = [pool.submit(slow, i) for i in range(3)]
+        time.sleep(0.2)
+        quick = time.monotonic()
+        assert requests.get(server.url("/fixed"), timeout=TIMEOUT).status_code == 200
+        assert time.monotonic() - quick < 0.3, time.monotonic() - quick
+        assert [p.result() for p in pending] == [200] * 3

@@ -55,6 +55,14 @@ pub trait Application: Send + Sync + 'static {
     /// `next_job` blocks while no request is ready; an implementation holding a lock (the GIL)
     /// must release it around the call.
     fn serve(&self, next_job: &mut JobSource<'_>);
+
+    /// Whether only one of the application's threads runs at a time, whatever the others do
+    /// (a global lock: Python's GIL). A driver then keeps requests on as few threads as keep
+    /// up, rather than handing the lock from thread to thread on every request; the other
+    /// threads serve when requests block. `false` (the default): the threads run in parallel.
+    fn serializes_threads(&self) -> bool {
+        false
+    }
 }
 
 impl<F> Application for F

@@ -4,6 +4,8 @@
 //! - [`AccessRecord`] and [`AccessEntry`]: the access log's view of one request;
 //! - [`Exchange`]: the response rules every driver's `AppIo` applies the same way;
 //! - [`http_date`]: the `Date` header value, formatted at most once a second per thread;
+//! - [`Gate`]: which app threads take requests, for an application that runs one thread at a
+//!   time (Python's GIL);
 //! - with the `async` feature, [`rt`]: one connection driver for every async runtime, written
 //!   over the small [`rt::Runtime`] trait. adapter-smol and adapter-tokio are that driver plus
 //!   an implementation of the trait; a server author on another runtime can write their own.
@@ -16,10 +18,12 @@ use std::time::{Duration, Instant, SystemTime};
 use wsgi_core::{Config, Environ, HttpDate, ResponseHead, Scheme, TrustedProxies};
 
 mod exchange;
+mod gate;
 #[cfg(feature = "async")]
 pub mod rt;
 
 pub use exchange::{BodyStep, Exchange};
+pub use gate::{Gate, STALL, Seat};
 
 /// How a server runs: the same fields for every adapter.
 #[non_exhaustive]

@@ -143,6 +143,10 @@ impl<A: Application> Application for Watched<A> {
         self.app.serve(&mut next);
         lock(&slot).busy = false;
     }
+
+    fn serializes_threads(&self) -> bool {
+        self.app.serializes_threads()
+    }
 }
 
 /// The connection of a watched request: the clock stops while a call waits on the client.

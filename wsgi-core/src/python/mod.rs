@@ -122,6 +122,9 @@ pub struct PyApplication {
     name: Arc<str>,
     options: PyOptions,
     consts: Consts,
+    /// The interpreter runs one thread at a time (it has a GIL: every build but a
+    /// free-threaded one with the GIL off).
+    gil: bool,
 }
 
 impl fmt::Debug for PyApplication {
@@ -167,6 +170,11 @@ impl PyApplication {
         let cgi_keys =
             CgiKey::ALL.iter().map(|k| PyString::intern(py, k.as_str()).unbind()).collect();
         static IDS: AtomicU64 = AtomicU64::new(0);
+        // `sys._is_gil_enabled()` exists from 3.13; before, there is always a GIL.
+        let gil = match py.import("sys")?.getattr_opt("_is_gil_enabled")? {
+            Some(enabled) => enabled.call0()?.is_truthy()?,
+            None => true,
+        };
         Ok(PyApplication {
             app: app.unbind(),
             name: Arc::from(name),
@@ -179,6 +187,7 @@ impl PyApplication {
                 https: PyString::intern(py, "https").unbind(),
                 id: IDS.fetch_add(1, Ordering::Relaxed),
             },
+            gil,
         })
     }
 
@@ -208,5 +217,9 @@ impl Application for PyApplication {
                 self.call(py, job);
             }
         });
+    }
+
+    fn serializes_threads(&self) -> bool {
+        self.gil
     }
 }

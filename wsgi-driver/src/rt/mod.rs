@@ -24,7 +24,9 @@
 //! hand-off at all; only when the socket would block does it hand the work to the task, which
 //! waits for readiness on the runtime. The channel to the task is bounded: a client that does
 //! not read stops the application (backpressure), nothing buffers a whole body, and the task
-//! gives up on the client after [`ServerConfig::io_timeout`].
+//! gives up on the client after [`ServerConfig::io_timeout`]. App threads take jobs through a
+//! [`Gate`], which keeps an application that runs one thread at a time (the GIL)
+//! on as few threads as keep up.
 //!
 //! The runtime is abstracted by three small traits, in the spirit of hyper's `rt` module:
 //! [`Runtime`] (spawn, timers), [`Socket`] (readiness and non-blocking I/O on an fd) and
@@ -45,7 +47,7 @@ use event_listener::Event;
 use futures_lite::future;
 use wsgi_core::{Application, Job, ServerInfo};
 
-use crate::ServerConfig;
+use crate::{Gate, Seat, ServerConfig};
 
 /// Which readiness an operation waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,13 +204,17 @@ impl<R: Runtime> Server<R> {
         // queue made connection tasks wait on each other for a slot (a wake per request);
         // measured: 53k → 100k hello requests/s with 4 app threads.
         let (jobs, next) = async_channel::unbounded::<Job>();
+        let gate = Arc::new(Gate::new(threads, app.serializes_threads()));
         let app = Arc::new(app);
         for i in 0..threads {
             let app = app.clone();
             let next = next.clone();
-            std::thread::Builder::new()
-                .name(format!("wsgi-app-{i}"))
-                .spawn(move || app.serve(&mut || next.recv_blocking().ok()))?;
+            let gate = gate.clone();
+            std::thread::Builder::new().name(format!("wsgi-app-{i}")).spawn(move || {
+                let mut seat = Seat::default();
+                let mut take = || next.recv_blocking().ok();
+                app.serve(&mut || gate.next(&mut seat, &mut take));
+            })?;
         }
         let shared = Arc::new(Shared {
             config,
