@@ -462,7 +462,7 @@ impl Environ {
     /// The value of `key`, if present.
     fn value_of(&self, key: Key) -> Option<&str> {
         let e = self.entries.iter().find(|e| e.key == key)?;
-        Some(text(&self.head, &self.extra, &self.server, e.value))
+        Some(text(HeadView::Bytes(&self.head), &self.extra, &self.server, e.value))
     }
 
     /// Sets `key` to `value` (a copy in `extra`), adding the entry if it is missing: a CGI
@@ -500,7 +500,10 @@ impl Environ {
     /// Returns the entries with typed keys, for a bridge that caches one key object per
     /// [`CgiKey`].
     pub fn entries(&self) -> impl ExactSizeIterator<Item = (EnvKey<'_>, &str)> + '_ {
-        self.entries.iter().map(|e| {
+        // One UTF-8 check of the whole head (any all-ASCII head passes) instead of one per value.
+        let head =
+            std::str::from_utf8(&self.head).map_or(HeadView::Bytes(&self.head), HeadView::Text);
+        self.entries.iter().map(move |e| {
             let key = match e.key {
                 Key::Cgi(k) => EnvKey::Cgi(k),
                 Key::Known(id) => EnvKey::Http(names::NAMES[usize::from(id)].1),
@@ -508,7 +511,7 @@ impl Environ {
                     EnvKey::Http(self.extra.get(a as usize..b as usize).unwrap_or_default())
                 }
             };
-            (key, text(&self.head, &self.extra, &self.server, e.value))
+            (key, text(head, &self.extra, &self.server, e.value))
         })
     }
 
@@ -528,10 +531,22 @@ impl Environ {
     }
 }
 
+/// The head's bytes, as text when the whole head is valid UTF-8.
+#[derive(Clone, Copy)]
+enum HeadView<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
 /// Resolves a [`Text`]. Head text is only ever recorded for ASCII bytes, so it is valid UTF-8.
-fn text<'a>(head: &'a [u8], extra: &'a str, server: &'a Rendered, t: Text) -> &'a str {
+fn text<'a>(head: HeadView<'a>, extra: &'a str, server: &'a Rendered, t: Text) -> &'a str {
     match t {
-        Text::Head(span) => std::str::from_utf8(span.get(head)).unwrap_or_default(),
+        Text::Head(span) => match head {
+            HeadView::Text(head) => {
+                head.get(span.start as usize..span.end as usize).unwrap_or_default()
+            }
+            HeadView::Bytes(head) => std::str::from_utf8(span.get(head)).unwrap_or_default(),
+        },
         Text::Extra(a, b) => extra.get(a as usize..b as usize).unwrap_or_default(),
         Text::Static(s) => s,
         Text::Server(which) => match which {
@@ -571,7 +586,7 @@ impl Builder<'_> {
     }
 
     fn get(&self, t: Text) -> &str {
-        text(&self.head.bytes, &self.extra, self.server, t)
+        text(HeadView::Bytes(&self.head.bytes), &self.extra, self.server, t)
     }
 
     /// `SCRIPT_NAME` and `PATH_INFO`: the path percent-decoded, split at the root path.
