@@ -23,8 +23,9 @@
 
 use std::fs::{File, FileTimes, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use wsgi_core::{AppIo, AppIoError, Application, Job, JobSource, ResponseHead};
@@ -44,34 +45,57 @@ pub(crate) fn tick(timeout: Duration) -> Duration {
     (timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
-/// One app thread's request in flight.
+/// The coarse monotonic clock, in nanoseconds: read on every call a request makes to its
+/// connection, so the cheap one (a few milliseconds' resolution; the timeout is in seconds).
+fn coarse_nanos() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    u64::try_from(t.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// One app thread's request in flight. Atomics, not a lock: the app thread updates it around
+/// every call to the connection, the heartbeat thread reads it once a tick.
 #[derive(Debug, Default)]
 struct Slot {
     /// `METHOD /path`, kept in the same buffer from request to request.
-    request: String,
-    busy: bool,
-    /// Time in the application before the current stretch.
-    app_time: Duration,
-    /// Since when the application runs (not waiting on the client); `None` while it waits.
-    in_app_since: Option<Instant>,
+    request: Mutex<String>,
+    busy: AtomicBool,
+    /// Nanoseconds in the application before the current stretch.
+    app_time: AtomicU64,
+    /// Since when ([`coarse_nanos`] + 1) the application runs; 0 while it waits on the client.
+    in_app_since: AtomicU64,
 }
 
 impl Slot {
     /// Time in the application so far, if a request is in flight.
-    fn app_time(&self, now: Instant) -> Option<Duration> {
-        self.busy.then(|| {
-            self.app_time
-                + self
-                    .in_app_since
-                    .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    fn app_time(&self, now: u64) -> Option<Duration> {
+        self.busy.load(Ordering::Acquire).then(|| {
+            let since = self.in_app_since.load(Ordering::Relaxed);
+            let running = if since == 0 { 0 } else { now.saturating_sub(since - 1) };
+            Duration::from_nanos(self.app_time.load(Ordering::Relaxed).saturating_add(running))
         })
+    }
+
+    /// The application stops running: the stretch so far counts.
+    fn pause(&self) {
+        let since = self.in_app_since.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            self.app_time.fetch_add(coarse_nanos().saturating_sub(since - 1), Ordering::Relaxed);
+        }
+    }
+
+    /// The application runs again.
+    fn resume(&self) {
+        self.in_app_since.store(coarse_nanos() + 1, Ordering::Relaxed);
     }
 }
 
-type SharedSlot = Arc<Mutex<Slot>>;
+type SharedSlot = Arc<Slot>;
 
-fn lock(slot: &SharedSlot) -> std::sync::MutexGuard<'_, Slot> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(request: &Mutex<String>) -> std::sync::MutexGuard<'_, String> {
+    request.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The slots of every app thread of this worker.
@@ -88,14 +112,13 @@ impl Board {
     }
 
     /// The request longest in the application, and its time there.
-    fn longest(&self, now: Instant) -> Option<(Duration, String)> {
+    fn longest(&self, now: u64) -> Option<(Duration, String)> {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let mut longest: Option<(Duration, String)> = None;
         for slot in slots.iter() {
-            let slot = lock(slot);
             if let Some(t) = slot.app_time(now) {
                 if longest.as_ref().is_none_or(|(l, _)| t > *l) {
-                    longest = Some((t, slot.request.clone()));
+                    longest = Some((t, lock(&slot.request).clone()));
                 }
             }
         }
@@ -124,24 +147,24 @@ impl<A: Application> Application for Watched<A> {
         let slot = board.register();
         let mut next = || {
             // The previous request is done once its thread asks for the next.
-            lock(&slot).busy = false;
+            slot.busy.store(false, Ordering::Release);
             let job = next_job()?;
             {
-                let mut s = lock(&slot);
-                s.request.clear();
-                s.request.push_str(job.environ.get("REQUEST_METHOD").unwrap_or("-"));
-                s.request.push(' ');
+                let mut request = lock(&slot.request);
+                request.clear();
+                request.push_str(job.environ.get("REQUEST_METHOD").unwrap_or("-"));
+                request.push(' ');
                 let target = job.environ.get("RAW_URI").unwrap_or("-");
-                s.request.push_str(target.split_once('?').map_or(target, |(path, _)| path));
-                s.busy = true;
-                s.app_time = Duration::ZERO;
-                s.in_app_since = Some(Instant::now());
+                request.push_str(target.split_once('?').map_or(target, |(path, _)| path));
             }
+            slot.app_time.store(0, Ordering::Relaxed);
+            slot.resume();
+            slot.busy.store(true, Ordering::Release);
             let io = Box::new(WatchedIo { io: job.io, slot: slot.clone() });
             Some(Job { environ: job.environ, io })
         };
         self.app.serve(&mut next);
-        lock(&slot).busy = false;
+        slot.busy.store(false, Ordering::Release);
     }
 
     fn serializes_threads(&self) -> bool {
@@ -157,14 +180,9 @@ struct WatchedIo {
 
 impl WatchedIo {
     fn waiting<T>(&mut self, call: impl FnOnce(&mut dyn AppIo) -> T) -> T {
-        {
-            let mut s = lock(&self.slot);
-            if let Some(since) = s.in_app_since.take() {
-                s.app_time += since.elapsed();
-            }
-        }
+        self.slot.pause();
         let result = call(&mut *self.io);
-        lock(&self.slot).in_app_since = Some(Instant::now());
+        self.slot.resume();
         result
     }
 }
@@ -221,7 +239,7 @@ pub(crate) fn start_heartbeat(
         .spawn(move || {
             let mut written = String::new();
             loop {
-                let longest = board.longest(Instant::now());
+                let longest = board.longest(coarse_nanos());
                 let (stuck_for, request) = longest.unwrap_or_default();
                 if request != written {
                     let _ = write_request(&mut file, &request);
@@ -319,6 +337,8 @@ impl Overdue {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
     use wsgi_core::{Config, Connection, Environ, Event, ServerInfo};
 
@@ -363,7 +383,7 @@ mod tests {
             // Blocked on the client for 400 ms: not counted.
             let _ = job.io.read_body();
             let _ = job.io.send_body(b"x");
-            app_seen.lock().unwrap().push(app_board.longest(Instant::now()));
+            app_seen.lock().unwrap().push(app_board.longest(coarse_nanos()));
         };
         let watched = Watched::new(app, Some(board.clone()));
         let mut jobs = vec![Job {
@@ -374,10 +394,11 @@ mod tests {
         let seen = seen.lock().unwrap();
         let (in_app, request) = seen[0].clone().unwrap();
         assert_eq!(request, "POST /up/load");
-        assert!(in_app >= Duration::from_millis(100), "{in_app:?}");
+        // The coarse clock ticks every few milliseconds.
+        assert!(in_app >= Duration::from_millis(90), "{in_app:?}");
         assert!(in_app < Duration::from_millis(300), "{in_app:?}");
         // Done: nothing in flight.
-        assert_eq!(board.longest(Instant::now()), None);
+        assert_eq!(board.longest(coarse_nanos()), None);
     }
 
     #[test]
