@@ -382,59 +382,17 @@ impl StartResponseFn {
                 return Err(reraise(py, exc_info));
             }
         }
-        let status = status.cast::<PyString>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "start_response() status must be a str such as '200 OK', not {}",
-                type_name(status)
-            ))
-        })?;
-        let status = status.to_str()?;
-        let list = response_headers.cast::<PyList>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "start_response() response_headers must be a list of (name, value) tuples, not {}",
-                type_name(response_headers)
-            ))
-        })?;
-        let mut pairs = Vec::with_capacity(list.len());
-        for (i, item) in list.iter().enumerate() {
-            let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
-                let found = match item.cast::<PyTuple>() {
-                    Ok(t) => format!("a tuple of {}", t.len()),
-                    Err(_) => type_name(&item),
-                };
-                PyTypeError::new_err(format!(
-                    "start_response() header #{i} must be a (name, value) tuple of two str, \
-                     not {found}"
-                ))
-            })?;
-            let name = pair.get_item(0)?;
-            let value = pair.get_item(1)?;
-            let (Ok(n), Ok(v)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
-                return Err(PyTypeError::new_err(format!(
-                    "start_response() header #{i} must be two str, not ({}, {})",
-                    type_name(&name),
-                    type_name(&value)
-                )));
-            };
-            pairs.push((n.clone(), v.clone()));
-        }
-        let mut strs = Vec::with_capacity(pairs.len());
-        for (n, v) in &pairs {
-            strs.push((n.to_str()?, v.to_str()?));
-        }
-        let head = ResponseHead::from_wsgi(status, strs.iter().copied()).map_err(|e| {
-            let detail = match e {
-                crate::ResponseError::BadHeaderName { index }
-                | crate::ResponseError::BadHeaderValue { index }
-                | crate::ResponseError::NotLatin1 { index }
-                | crate::ResponseError::HopByHop { index }
-                | crate::ResponseError::BadContentLength { index } => {
-                    strs.get(index).map(|(n, v)| format!(" ({n:?}: {v:?})")).unwrap_or_default()
+        let list = response_headers.cast::<PyList>().ok();
+        let head = match list.and_then(|list| cached_head(status, list)) {
+            Some(head) => head,
+            None => {
+                let head = parse_head(status, response_headers)?;
+                if let Some(list) = list {
+                    remember_head(status, list, &head);
                 }
-                _ => format!(" (status {status:?})"),
-            };
-            PyValueError::new_err(format!("start_response(): {e}{detail}"))
-        })?;
+                head
+            }
+        };
         self.exchange.start().start(head, exc_info.is_some()).map_err(|e| match e {
             StartError::HeadAlreadySent => match exc_info {
                 Some(exc_info) => reraise(py, exc_info),
@@ -444,6 +402,119 @@ impl StartResponseFn {
         })?;
         Ok(WriteFn { exchange: self.exchange.clone() })
     }
+}
+
+/// Checks what an application passed to `start_response` and makes the head of it.
+fn parse_head(
+    status: &Bound<'_, PyAny>,
+    response_headers: &Bound<'_, PyAny>,
+) -> PyResult<ResponseHead> {
+    let status = status.cast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "start_response() status must be a str such as '200 OK', not {}",
+            type_name(status)
+        ))
+    })?;
+    let status = status.to_str()?;
+    let list = response_headers.cast::<PyList>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "start_response() response_headers must be a list of (name, value) tuples, not {}",
+            type_name(response_headers)
+        ))
+    })?;
+    let mut pairs = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+            let found = match item.cast::<PyTuple>() {
+                Ok(t) => format!("a tuple of {}", t.len()),
+                Err(_) => type_name(&item),
+            };
+            PyTypeError::new_err(format!(
+                "start_response() header #{i} must be a (name, value) tuple of two str, \
+                     not {found}"
+            ))
+        })?;
+        let name = pair.get_item(0)?;
+        let value = pair.get_item(1)?;
+        let (Ok(n), Ok(v)) = (name.cast::<PyString>(), value.cast::<PyString>()) else {
+            return Err(PyTypeError::new_err(format!(
+                "start_response() header #{i} must be two str, not ({}, {})",
+                type_name(&name),
+                type_name(&value)
+            )));
+        };
+        pairs.push((n.clone(), v.clone()));
+    }
+    let mut strs = Vec::with_capacity(pairs.len());
+    for (n, v) in &pairs {
+        strs.push((n.to_str()?, v.to_str()?));
+    }
+    ResponseHead::from_wsgi(status, strs.iter().copied()).map_err(|e| {
+        let detail = match e {
+            crate::ResponseError::BadHeaderName { index }
+            | crate::ResponseError::BadHeaderValue { index }
+            | crate::ResponseError::NotLatin1 { index }
+            | crate::ResponseError::HopByHop { index }
+            | crate::ResponseError::BadContentLength { index } => {
+                strs.get(index).map(|(n, v)| format!(" ({n:?}: {v:?})")).unwrap_or_default()
+            }
+            _ => format!(" (status {status:?})"),
+        };
+        PyValueError::new_err(format!("start_response(): {e}{detail}"))
+    })
+}
+
+/// The last head an app thread's application passed, by the identity of its objects: apps such
+/// as the classic hello pass the same constant status and header tuples on every request, and
+/// checking them again was an eighth of the bridge's work per request. The cache holds
+/// references, so no object it names can be freed and another take its address; `str` and
+/// tuples are immutable.
+struct CachedHead {
+    status: Py<PyAny>,
+    headers: Vec<Py<PyAny>>,
+    head: ResponseHead,
+}
+
+thread_local! {
+    static LAST_HEAD: std::cell::RefCell<Option<CachedHead>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The head made from these very objects last time on this thread, if they are the same.
+fn cached_head(status: &Bound<'_, PyAny>, list: &Bound<'_, PyList>) -> Option<ResponseHead> {
+    LAST_HEAD
+        .try_with(|last| {
+            let last = last.try_borrow().ok()?;
+            let last = last.as_ref()?;
+            let same = status.is(&last.status)
+                && list.len() == last.headers.len()
+                && list.iter().zip(&last.headers).all(|(item, cached)| item.is(cached));
+            same.then(|| last.head.clone())
+        })
+        .ok()
+        .flatten()
+}
+
+/// Remembers the objects a valid head was made from, when they are all immutable: an exact
+/// `str` status and exact tuples of exact `str`.
+fn remember_head(status: &Bound<'_, PyAny>, list: &Bound<'_, PyList>, head: &ResponseHead) {
+    let exact_str = |o: &Bound<'_, PyAny>| o.is_exact_instance_of::<PyString>();
+    if !exact_str(status) {
+        return;
+    }
+    let mut headers = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        let Ok(pair) = item.cast::<PyTuple>() else { return };
+        if !item.is_exact_instance_of::<PyTuple>() || !pair.iter().all(|o| exact_str(&o)) {
+            return;
+        }
+        headers.push(item.unbind());
+    }
+    let cached = CachedHead { status: status.clone().unbind(), headers, head: head.clone() };
+    let _ = LAST_HEAD.try_with(|last| {
+        if let Ok(mut last) = last.try_borrow_mut() {
+            *last = Some(cached);
+        }
+    });
 }
 
 /// Re-raises the exception in an `exc_info` triple.

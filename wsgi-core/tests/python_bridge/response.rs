@@ -508,3 +508,31 @@ def app(environ, start_response):
         served.assert_quiet();
     }
 }
+
+/// The same constant status and header objects on every request (the bridge remembers the head
+/// it made of them), then the same list holding other tuples: each request gets its own head,
+/// and a bad header is still refused.
+const REUSED_OBJECTS: &str = r#"
+HEADERS = [("Content-Type", "text/plain")]
+OTHER = ("X-Other", "2")
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/swap":
+        HEADERS[0] = OTHER
+    elif path == "/bad":
+        HEADERS[0] = ("Connection", "close")
+    start_response("200 OK", HEADERS)
+    return [b"x"]
+"#;
+
+#[test]
+fn a_head_made_of_the_same_objects_is_reused_and_changed_objects_are_checked_again() {
+    let app = TestApp::new("t_reused_objects", REUSED_OBJECTS);
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    let requests = [get("/"), get("/"), get("/swap"), get("/"), get("/bad")].concat();
+    let served = app.serve(Raw, &Client::new(&[requests.as_bytes()]));
+    let plain = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\nx";
+    let other = b"HTTP/1.1 200 OK\r\nX-Other: 2\r\nContent-Length: 1\r\n\r\nx";
+    served.assert_wire(&[&plain[..], plain, other, other, ERROR_500].concat());
+    assert!(served.one_error().contains("hop-by-hop"), "{}", served.one_error());
+}
