@@ -64,7 +64,8 @@ struct Cli {
     workers: usize,
 
     /// App threads per worker: requests handled at once. Idle keep-alive connections hold no
-    /// thread.
+    /// thread. Python runs one thread at a time, so one thread takes requests while they finish
+    /// within a millisecond; the others take requests while those block.
     #[arg(long, value_name = "INT", default_value_t = 1)]
     threads: usize,
 
