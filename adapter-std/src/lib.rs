@@ -64,8 +64,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use wsgi_core::{Application, Connection, HttpDate, ServerInfo};
 
 pub use net::Listener;
+use wsgi_driver::Gate;
 pub use wsgi_driver::{AccessLog, AccessRecord, ServerConfig};
-use wsgi_driver::{Gate, Seat};
 
 use conn::{Conn, Step};
 
@@ -221,7 +221,7 @@ fn app_thread<A: Application>(
     ready_rx: &Receiver<Conn>,
     stop_rx: &Receiver<()>,
 ) {
-    let mut seat = Seat::default();
+    let mut seat = gate.seat();
     let mut take = || {
         loop {
             let c = crossbeam_channel::select! {
@@ -235,7 +235,7 @@ fn app_thread<A: Application>(
             }
         }
     };
-    app.serve(&mut || gate.next(&mut seat, &mut take));
+    app.serve(&mut || seat.next(&mut take));
 }
 
 const WAKER: Token = Token(usize::MAX);

@@ -306,24 +306,28 @@ def test_reset_storm_at_every_stage(start_server):
 
 def test_requests_that_block_run_on_the_other_app_threads(start_server):
     """One thread takes requests while they finish promptly (the GIL is not handed around on
-    every request); when requests block, the other app threads take the waiting ones."""
+    every request); when requests block, the other app threads take the waiting ones. (A
+    server without that gate passes too: this guards the gate's escalation, not its benefit,
+    which BENCHMARKS.md measures.)"""
     server = start_server("blocking", app="conformance:application", chdir=APPS, threads=4)
 
-    def slow(_):
-        return requests.get(server.url("/slow?seconds=0.6"), timeout=TIMEOUT).status_code
+    def slow(seconds):
+        return requests.get(server.url(f"/slow?seconds={seconds}"), timeout=TIMEOUT).status_code
 
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(slow, range(4)))
+        statuses = list(pool.map(slow, [0.6] * 4))
         assert statuses == [200] * 4
     # One thread at a time would take 2.4 s.
     elapsed = time.monotonic() - started
     assert elapsed < 1.8, elapsed
     # Three slow requests hold three threads; a quick one still goes through at once.
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        pending = [pool.submit(slow, i) for i in range(3)]
+        pending = [pool.submit(slow, 1.0) for _ in range(3)]
         time.sleep(0.2)
         quick = time.monotonic()
         assert requests.get(server.url("/fixed"), timeout=TIMEOUT).status_code == 200
-        assert time.monotonic() - quick < 0.3, time.monotonic() - quick
+        # Waiting for a thread would take 0.8 s more.
+        assert time.monotonic() - quick < 0.6, time.monotonic() - quick
         assert [p.result() for p in pending] == [200] * 3
+    server.stop()

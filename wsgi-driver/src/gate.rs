@@ -29,6 +29,10 @@ use wsgi_core::Job;
 /// starts taking requests.
 pub const STALL: Duration = Duration::from_millis(1);
 
+/// How often the watcher looks while a holder is free to take requests (it then only needs to
+/// notice that this changed).
+const RELAXED: Duration = Duration::from_millis(16);
+
 /// Admits an application's threads to take requests (see the module docs).
 #[derive(Debug)]
 pub struct Gate {
@@ -51,6 +55,8 @@ struct State {
     busy: usize,
     /// Requests finished.
     finished: u64,
+    /// When each seat's request started, for the seats inside one.
+    started: Vec<Option<Instant>>,
     /// A waiting thread is the watcher.
     watcher: bool,
     /// The watcher sleeps until a request starts (none was running).
@@ -59,12 +65,25 @@ struct State {
     closed: bool,
 }
 
-/// One app thread's place at the [`Gate`].
-#[derive(Debug, Default)]
-pub struct Seat {
+impl State {
+    /// Whether a holder other than the one in `seat` can take the next request: one is free, or
+    /// every other request in progress is younger than [`STALL`].
+    fn others_serve(&self, seat: usize, now: Instant) -> bool {
+        self.holders > self.busy + 1
+            || self.started.iter().enumerate().all(|(i, started)| {
+                i == seat || started.is_none_or(|t| now.saturating_duration_since(t) < STALL)
+            })
+    }
+}
+
+/// One app thread's place at a [`Gate`]: it takes the thread's jobs through [`Seat::next`].
+/// Dropped (the thread ends, or unwinds out of a request), it gives its place back.
+#[derive(Debug)]
+pub struct Seat<'g> {
+    gate: &'g Gate,
+    index: usize,
     holder: bool,
-    /// When the thread's current request started.
-    started: Option<Instant>,
+    in_request: bool,
 }
 
 impl Gate {
@@ -81,56 +100,27 @@ impl Gate {
         }
     }
 
+    /// A place for one app thread.
+    pub fn seat(&self) -> Seat<'_> {
+        let mut st = self.lock();
+        st.started.push(None);
+        Seat { gate: self, index: st.started.len() - 1, holder: false, in_request: false }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next job for the thread in `seat`, from `take` once the thread may take requests.
-    /// Call it from an app thread's job source: each call also ends the thread's previous
-    /// request. `None` (from `take`, or because `take` returned `None` on another thread) ends
-    /// the thread.
-    pub fn next(&self, seat: &mut Seat, take: &mut dyn FnMut() -> Option<Job>) -> Option<Job> {
-        if !self.serialized {
-            return take();
-        }
-        let mut st = self.lock();
-        if let Some(started) = seat.started.take() {
-            st.busy -= 1;
-            st.finished += 1;
-            if st.holders > 1 && started.elapsed() < STALL {
-                st.holders -= 1;
-                seat.holder = false;
-            }
-        }
-        if !seat.holder {
-            st = self.admit(st, seat)?;
-        }
-        drop(st);
-        let job = take();
-        let mut st = self.lock();
-        if job.is_none() {
-            st.closed = true;
-            st.holders -= 1;
-            seat.holder = false;
-            self.watch.notify_all();
-            self.wait.notify_all();
-            return None;
-        }
-        st.busy += 1;
-        if st.watcher_asleep {
+    /// Wakes the watcher if it sleeps and a request started.
+    fn rouse(&self, st: &mut State) {
+        if st.watcher_asleep && st.busy > 0 {
             st.watcher_asleep = false;
             self.watch.notify_one();
         }
-        seat.started = Some(Instant::now());
-        job
     }
 
     /// Waits until the thread in `seat` becomes a holder; `None` once the gate is closed.
-    fn admit<'a>(
-        &self,
-        mut st: MutexGuard<'a, State>,
-        seat: &mut Seat,
-    ) -> Option<MutexGuard<'a, State>> {
+    fn admit<'a>(&self, mut st: MutexGuard<'a, State>) -> Option<MutexGuard<'a, State>> {
         loop {
             if st.closed {
                 return None;
@@ -142,35 +132,9 @@ impl Gate {
                 st = self.wait.wait(st).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
-            // The watcher: while requests run, checks every STALL whether they all stalled.
             st.watcher = true;
-            let stalled = loop {
-                if st.closed {
-                    break false;
-                }
-                if st.busy == 0 {
-                    st.watcher_asleep = true;
-                    st = self.watch.wait(st).unwrap_or_else(PoisonError::into_inner);
-                    continue;
-                }
-                // Requests run: has one finished within STALL?
-                let (seen, since) = (st.finished, Instant::now());
-                loop {
-                    let left = STALL.saturating_sub(since.elapsed());
-                    if st.closed || st.finished != seen || st.busy == 0 || left.is_zero() {
-                        break;
-                    }
-                    st =
-                        self.watch.wait_timeout(st, left).unwrap_or_else(PoisonError::into_inner).0;
-                }
-                if !st.closed
-                    && st.finished == seen
-                    && st.busy >= st.holders
-                    && st.holders < self.threads
-                {
-                    break true;
-                }
-            };
+            let stalled;
+            (st, stalled) = self.watch_holders(st);
             st.watcher = false;
             st.watcher_asleep = false;
             self.wait.notify_one(); // the next watcher
@@ -179,8 +143,116 @@ impl Gate {
             }
         }
         st.holders += 1;
-        seat.holder = true;
         Some(st)
+    }
+
+    /// The watcher's loop: `true` when every holder has been inside a request for [`STALL`]
+    /// with none finished (a thread must join them), `false` when the gate closed.
+    fn watch_holders<'a>(&self, mut st: MutexGuard<'a, State>) -> (MutexGuard<'a, State>, bool) {
+        let wait = |g, timeout: Option<Duration>| match timeout {
+            None => self.watch.wait(g).unwrap_or_else(PoisonError::into_inner),
+            Some(t) => self.watch.wait_timeout(g, t).unwrap_or_else(PoisonError::into_inner).0,
+        };
+        loop {
+            if st.closed {
+                return (st, false);
+            }
+            if st.busy == 0 {
+                st.watcher_asleep = true;
+                st = wait(st, None);
+                continue;
+            }
+            if st.busy < st.holders {
+                // A holder is free: it takes what comes. Look again later.
+                st = wait(st, Some(RELAXED));
+                continue;
+            }
+            // Every holder is inside a request: does one finish within STALL?
+            let (seen, since) = (st.finished, Instant::now());
+            loop {
+                let left = STALL.saturating_sub(since.elapsed());
+                if st.closed || st.finished != seen || st.busy < st.holders || left.is_zero() {
+                    break;
+                }
+                st = wait(st, Some(left));
+            }
+            if !st.closed
+                && st.finished == seen
+                && st.busy >= st.holders
+                && st.holders < self.threads
+            {
+                return (st, true);
+            }
+        }
+    }
+}
+
+impl Seat<'_> {
+    /// The thread's next job, from `take` once the thread may take requests. Call it from an
+    /// app thread's job source: each call also ends the thread's previous request. `None`
+    /// (from `take`, or because `take` returned `None` on another thread) ends the thread.
+    pub fn next(&mut self, take: &mut dyn FnMut() -> Option<Job>) -> Option<Job> {
+        let gate = self.gate;
+        if !gate.serialized {
+            return take();
+        }
+        let mut st = gate.lock();
+        self.finish(&mut st);
+        if !self.holder {
+            st = gate.admit(st)?;
+            self.holder = true;
+        }
+        drop(st);
+        let job = take();
+        let mut st = gate.lock();
+        let Some(job) = job else {
+            st.closed = true;
+            st.holders -= 1;
+            self.holder = false;
+            gate.watch.notify_all();
+            gate.wait.notify_all();
+            return None;
+        };
+        st.busy += 1;
+        st.started[self.index] = Some(Instant::now());
+        self.in_request = true;
+        gate.rouse(&mut st);
+        Some(job)
+    }
+
+    /// Ends the thread's request, if it is in one; a prompt one while another holder can serve
+    /// makes the thread wait again.
+    fn finish(&mut self, st: &mut State) {
+        if !std::mem::take(&mut self.in_request) {
+            return;
+        }
+        let now = Instant::now();
+        let started = st.started[self.index].take();
+        st.busy -= 1;
+        st.finished += 1;
+        let prompt = started.is_some_and(|t| now.saturating_duration_since(t) < STALL);
+        if self.holder && st.holders > 1 && prompt && st.others_serve(self.index, now) {
+            st.holders -= 1;
+            self.holder = false;
+        }
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        if !self.gate.serialized {
+            return;
+        }
+        let mut st = self.gate.lock();
+        if std::mem::take(&mut self.in_request) {
+            st.busy -= 1;
+            st.started[self.index] = None;
+        }
+        if std::mem::take(&mut self.holder) {
+            st.holders -= 1;
+            // The watcher may now find the holders left all stalled.
+            self.gate.watch.notify_all();
+        }
     }
 }
 
@@ -188,8 +260,8 @@ impl Gate {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
     use std::thread;
 
     use wsgi_core::{AppIo, AppIoError, Config, Connection, Environ, Event, ResponseHead};
@@ -222,63 +294,126 @@ mod tests {
         Job { environ: Environ::new(&head, &Default::default()), io: Box::new(NoIo) }
     }
 
-    /// Runs `threads` app threads through a gate over a queue of `jobs` jobs, each running
-    /// `work`; returns the most threads that were inside a job at once.
-    fn run(threads: usize, serialized: bool, jobs: usize, work: Duration) -> usize {
+    /// What [`run`] saw.
+    struct Ran {
+        /// The most threads inside a job at once.
+        most: usize,
+        /// Jobs served by each thread.
+        per_thread: Vec<usize>,
+        /// When each job finished, by its place in the queue.
+        finished: Vec<Duration>,
+    }
+
+    /// Runs `threads` app threads through a gate over a queue of `jobs` jobs, job `i` taking
+    /// `work(i)`.
+    fn run(threads: usize, serialized: bool, jobs: usize, work: fn(usize) -> Duration) -> Ran {
         let gate = Arc::new(Gate::new(threads, serialized));
         let (tx, rx) = crossbeam_channel::unbounded();
-        for _ in 0..jobs {
-            tx.send(job()).unwrap();
+        for i in 0..jobs {
+            tx.send((i, job())).unwrap();
         }
         drop(tx);
         let inside = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
-        let done = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(Mutex::new(vec![Duration::ZERO; jobs]));
+        let started = Instant::now();
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let (gate, rx) = (gate.clone(), rx.clone());
-                let (inside, most, done) = (inside.clone(), most.clone(), done.clone());
+                let (inside, most, finished) = (inside.clone(), most.clone(), finished.clone());
                 thread::spawn(move || {
-                    let mut seat = Seat::default();
-                    let mut take = || rx.recv().ok();
-                    while let Some(_job) = gate.next(&mut seat, &mut take) {
+                    let mut seat = gate.seat();
+                    let index = std::cell::Cell::new(None);
+                    let mut take = || {
+                        let (i, job) = rx.recv().ok()?;
+                        index.set(Some(i));
+                        Some(job)
+                    };
+                    let mut served = 0;
+                    while let Some(_job) = seat.next(&mut take) {
+                        let i = index.take().unwrap();
                         let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
-                        thread::sleep(work);
+                        thread::sleep(work(i));
                         inside.fetch_sub(1, Ordering::SeqCst);
-                        done.fetch_add(1, Ordering::SeqCst);
+                        finished.lock().unwrap()[i] = started.elapsed();
+                        served += 1;
                     }
+                    served
                 })
             })
             .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        assert_eq!(done.load(Ordering::SeqCst), jobs, "every job was served");
-        most.load(Ordering::SeqCst)
+        let per_thread: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(per_thread.iter().sum::<usize>(), jobs, "every job was served");
+        let finished = finished.lock().unwrap().clone();
+        Ran { most: most.load(Ordering::SeqCst), per_thread, finished }
     }
 
     #[test]
     fn prompt_requests_are_served_by_one_thread_at_a_time() {
-        assert_eq!(run(4, true, 2000, Duration::ZERO), 1);
+        let ran = run(4, true, 2000, |_| Duration::ZERO);
+        // A thread preempted inside a job for over STALL brings in a second one for a while.
+        assert!(ran.most <= 2, "{}", ran.most);
+        let top = ran.per_thread.iter().max().copied().unwrap_or(0);
+        assert!(top >= 1500, "{:?}", ran.per_thread);
     }
 
     #[test]
     fn requests_that_block_bring_in_the_other_threads() {
         // 40 requests of 30 ms each: one thread alone would take 1.2 s.
-        let started = Instant::now();
-        assert_eq!(run(4, true, 40, Duration::from_millis(30)), 4);
-        assert!(started.elapsed() < Duration::from_millis(900), "{:?}", started.elapsed());
+        let ran = run(4, true, 40, |_| Duration::from_millis(30));
+        assert_eq!(ran.most, 4);
+        let last = ran.finished.iter().max().copied().unwrap_or_default();
+        assert!(last < Duration::from_millis(900), "{last:?}");
+    }
+
+    #[test]
+    fn one_long_request_does_not_slow_the_prompt_ones() {
+        // The first request takes 400 ms; the 300 after it none. A thread that joins for them
+        // stays until the long one ends: the prompt ones do not wait a STALL each.
+        let ran =
+            run(4, true, 301, |i| if i == 0 { Duration::from_millis(400) } else { Duration::ZERO });
+        let prompt_done = ran.finished[1..].iter().max().copied().unwrap_or_default();
+        assert!(prompt_done < Duration::from_millis(200), "{prompt_done:?}");
+        assert!(ran.finished[0] >= Duration::from_millis(400));
     }
 
     #[test]
     fn without_serialization_every_thread_takes_requests() {
-        assert_eq!(run(4, false, 40, Duration::from_millis(30)), 4);
+        assert_eq!(run(4, false, 40, |_| Duration::from_millis(30)).most, 4);
     }
 
     #[test]
     fn the_end_of_the_job_source_ends_every_thread() {
         // No jobs at all: one holder sees the end, the waiting threads leave with it.
-        assert_eq!(run(4, true, 0, Duration::ZERO), 0);
+        assert_eq!(run(4, true, 0, |_| Duration::ZERO).most, 0);
+    }
+
+    #[test]
+    fn a_thread_that_unwinds_out_of_a_request_gives_its_place_back() {
+        let gate = Gate::new(2, true);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for _ in 0..3 {
+            tx.send(job()).unwrap();
+        }
+        drop(tx);
+        thread::scope(|scope| {
+            // A thread that panics inside its first request.
+            let crashed = scope.spawn(|| {
+                let mut seat = gate.seat();
+                let _job = seat.next(&mut || rx.recv().ok());
+                panic!("a bug inside a request");
+            });
+            assert!(crashed.join().is_err());
+            let st = gate.lock();
+            assert_eq!((st.busy, st.holders), (0, 0));
+        });
+        // The other thread serves the rest.
+        let mut seat = gate.seat();
+        let mut served = 0;
+        while seat.next(&mut || rx.recv().ok()).is_some() {
+            served += 1;
+        }
+        assert_eq!(served, 2);
     }
 }

@@ -62,33 +62,50 @@ struct Slot {
     /// `METHOD /path`, kept in the same buffer from request to request.
     request: Mutex<String>,
     busy: AtomicBool,
-    /// Nanoseconds in the application before the current stretch.
-    app_time: AtomicU64,
-    /// Since when ([`coarse_nanos`] + 1) the application runs; 0 while it waits on the client.
-    in_app_since: AtomicU64,
+    /// The request's time in the application, in one word so that a reader never mixes two
+    /// updates: while the application runs, [`RUNNING`] with the [`coarse_nanos`] instant it
+    /// would have started at had it never waited; while it waits on the client, the
+    /// nanoseconds it ran so far.
+    clock: AtomicU64,
 }
+
+/// Marks [`Slot::clock`] while the application runs.
+const RUNNING: u64 = 1 << 63;
 
 impl Slot {
     /// Time in the application so far, if a request is in flight.
     fn app_time(&self, now: u64) -> Option<Duration> {
         self.busy.load(Ordering::Acquire).then(|| {
-            let since = self.in_app_since.load(Ordering::Relaxed);
-            let running = if since == 0 { 0 } else { now.saturating_sub(since - 1) };
-            Duration::from_nanos(self.app_time.load(Ordering::Relaxed).saturating_add(running))
+            let clock = self.clock.load(Ordering::Acquire);
+            Duration::from_nanos(if clock & RUNNING == 0 {
+                clock
+            } else {
+                now.saturating_sub(clock & !RUNNING)
+            })
         })
     }
 
-    /// The application stops running: the stretch so far counts.
+    /// A request starts, in the application.
+    fn start(&self) {
+        self.clock.store(RUNNING | coarse_nanos(), Ordering::Release);
+    }
+
+    /// The application waits on the client: the time so far is kept.
     fn pause(&self) {
-        let since = self.in_app_since.swap(0, Ordering::Relaxed);
-        if since != 0 {
-            self.app_time.fetch_add(coarse_nanos().saturating_sub(since - 1), Ordering::Relaxed);
+        let clock = self.clock.load(Ordering::Relaxed);
+        if clock & RUNNING != 0 {
+            let ran = coarse_nanos().saturating_sub(clock & !RUNNING);
+            self.clock.store(ran, Ordering::Release);
         }
     }
 
     /// The application runs again.
     fn resume(&self) {
-        self.in_app_since.store(coarse_nanos() + 1, Ordering::Relaxed);
+        let clock = self.clock.load(Ordering::Relaxed);
+        if clock & RUNNING == 0 {
+            let start = coarse_nanos().saturating_sub(clock) & !RUNNING;
+            self.clock.store(RUNNING | start, Ordering::Release);
+        }
     }
 }
 
@@ -157,8 +174,7 @@ impl<A: Application> Application for Watched<A> {
                 let target = job.environ.get("RAW_URI").unwrap_or("-");
                 request.push_str(target.split_once('?').map_or(target, |(path, _)| path));
             }
-            slot.app_time.store(0, Ordering::Relaxed);
-            slot.resume();
+            slot.start();
             slot.busy.store(true, Ordering::Release);
             let io = Box::new(WatchedIo { io: job.io, slot: slot.clone() });
             Some(Job { environ: job.environ, io })

@@ -47,7 +47,7 @@ use event_listener::Event;
 use futures_lite::future;
 use wsgi_core::{Application, Job, ServerInfo};
 
-use crate::{Gate, Seat, ServerConfig};
+use crate::{Gate, ServerConfig};
 
 /// Which readiness an operation waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,9 +211,9 @@ impl<R: Runtime> Server<R> {
             let next = next.clone();
             let gate = gate.clone();
             std::thread::Builder::new().name(format!("wsgi-app-{i}")).spawn(move || {
-                let mut seat = Seat::default();
+                let mut seat = gate.seat();
                 let mut take = || next.recv_blocking().ok();
-                app.serve(&mut || gate.next(&mut seat, &mut take));
+                app.serve(&mut || seat.next(&mut take));
             })?;
         }
         let shared = Arc::new(Shared {
