@@ -488,7 +488,19 @@ impl Environ {
 
     /// Returns the value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        let e = self.entries.iter().find(|e| self.env_key(e.key).as_str() == key)?;
+        Some(text(HeadView::Bytes(&self.head), &self.extra, &self.server, e.value))
+    }
+
+    /// The typed key of an entry.
+    fn env_key(&self, key: Key) -> EnvKey<'_> {
+        match key {
+            Key::Cgi(k) => EnvKey::Cgi(k),
+            Key::Known(id) => EnvKey::Http(names::NAMES[usize::from(id)].1),
+            Key::Extra(a, b) => {
+                EnvKey::Http(self.extra.get(a as usize..b as usize).unwrap_or_default())
+            }
+        }
     }
 
     /// Returns the entries as `(key, value)` strings, CGI variables first, then those made from
@@ -503,16 +515,9 @@ impl Environ {
         // One UTF-8 check of the whole head (any all-ASCII head passes) instead of one per value.
         let head =
             std::str::from_utf8(&self.head).map_or(HeadView::Bytes(&self.head), HeadView::Text);
-        self.entries.iter().map(move |e| {
-            let key = match e.key {
-                Key::Cgi(k) => EnvKey::Cgi(k),
-                Key::Known(id) => EnvKey::Http(names::NAMES[usize::from(id)].1),
-                Key::Extra(a, b) => {
-                    EnvKey::Http(self.extra.get(a as usize..b as usize).unwrap_or_default())
-                }
-            };
-            (key, text(head, &self.extra, &self.server, e.value))
-        })
+        self.entries
+            .iter()
+            .map(move |e| (self.env_key(e.key), text(head, &self.extra, &self.server, e.value)))
     }
 
     /// Returns the URL scheme the request arrived by (`wsgi.url_scheme`).

@@ -23,8 +23,6 @@
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use wsgi_core::Job;
-
 /// How long the holders may all be inside requests, none finishing, before another thread
 /// starts taking requests.
 pub const STALL: Duration = Duration::from_millis(1);
@@ -51,8 +49,6 @@ pub struct Gate {
 struct State {
     /// Threads that take requests.
     holders: usize,
-    /// Holders inside a request.
-    busy: usize,
     /// Requests finished.
     finished: u64,
     /// When each seat's request started, for the seats inside one.
@@ -66,10 +62,15 @@ struct State {
 }
 
 impl State {
+    /// Holders inside a request.
+    fn busy(&self) -> usize {
+        self.started.iter().flatten().count()
+    }
+
     /// Whether a holder other than the one in `seat` can take the next request: one is free, or
     /// every other request in progress is younger than [`STALL`].
     fn others_serve(&self, seat: usize, now: Instant) -> bool {
-        self.holders > self.busy + 1
+        self.holders > self.busy() + 1
             || self.started.iter().enumerate().all(|(i, started)| {
                 i == seat || started.is_none_or(|t| now.saturating_duration_since(t) < STALL)
             })
@@ -83,7 +84,6 @@ pub struct Seat<'g> {
     gate: &'g Gate,
     index: usize,
     holder: bool,
-    in_request: bool,
 }
 
 impl Gate {
@@ -104,19 +104,11 @@ impl Gate {
     pub fn seat(&self) -> Seat<'_> {
         let mut st = self.lock();
         st.started.push(None);
-        Seat { gate: self, index: st.started.len() - 1, holder: false, in_request: false }
+        Seat { gate: self, index: st.started.len() - 1, holder: false }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Wakes the watcher if it sleeps and a request started.
-    fn rouse(&self, st: &mut State) {
-        if st.watcher_asleep && st.busy > 0 {
-            st.watcher_asleep = false;
-            self.watch.notify_one();
-        }
     }
 
     /// Waits until the thread in `seat` becomes a holder; `None` once the gate is closed.
@@ -157,12 +149,12 @@ impl Gate {
             if st.closed {
                 return (st, false);
             }
-            if st.busy == 0 {
+            if st.busy() == 0 {
                 st.watcher_asleep = true;
                 st = wait(st, None);
                 continue;
             }
-            if st.busy < st.holders {
+            if st.busy() < st.holders {
                 // A holder is free: it takes what comes. Look again later.
                 st = wait(st, Some(RELAXED));
                 continue;
@@ -171,14 +163,14 @@ impl Gate {
             let (seen, since) = (st.finished, Instant::now());
             loop {
                 let left = STALL.saturating_sub(since.elapsed());
-                if st.closed || st.finished != seen || st.busy < st.holders || left.is_zero() {
+                if st.closed || st.finished != seen || st.busy() < st.holders || left.is_zero() {
                     break;
                 }
                 st = wait(st, Some(left));
             }
             if !st.closed
                 && st.finished == seen
-                && st.busy >= st.holders
+                && st.busy() >= st.holders
                 && st.holders < self.threads
             {
                 return (st, true);
@@ -191,7 +183,7 @@ impl Seat<'_> {
     /// The thread's next job, from `take` once the thread may take requests. Call it from an
     /// app thread's job source: each call also ends the thread's previous request. `None`
     /// (from `take`, or because `take` returned `None` on another thread) ends the thread.
-    pub fn next(&mut self, take: &mut dyn FnMut() -> Option<Job>) -> Option<Job> {
+    pub fn next<T>(&mut self, take: &mut dyn FnMut() -> Option<T>) -> Option<T> {
         let gate = self.gate;
         if !gate.serialized {
             return take();
@@ -213,24 +205,21 @@ impl Seat<'_> {
             gate.wait.notify_all();
             return None;
         };
-        st.busy += 1;
         st.started[self.index] = Some(Instant::now());
-        self.in_request = true;
-        gate.rouse(&mut st);
+        // A request runs: a watcher asleep (none did) starts watching.
+        if std::mem::take(&mut st.watcher_asleep) {
+            gate.watch.notify_one();
+        }
         Some(job)
     }
 
     /// Ends the thread's request, if it is in one; a prompt one while another holder can serve
     /// makes the thread wait again.
     fn finish(&mut self, st: &mut State) {
-        if !std::mem::take(&mut self.in_request) {
-            return;
-        }
+        let Some(started) = st.started[self.index].take() else { return };
         let now = Instant::now();
-        let started = st.started[self.index].take();
-        st.busy -= 1;
         st.finished += 1;
-        let prompt = started.is_some_and(|t| now.saturating_duration_since(t) < STALL);
+        let prompt = now.saturating_duration_since(started) < STALL;
         if self.holder && st.holders > 1 && prompt && st.others_serve(self.index, now) {
             st.holders -= 1;
             self.holder = false;
@@ -244,10 +233,7 @@ impl Drop for Seat<'_> {
             return;
         }
         let mut st = self.gate.lock();
-        if std::mem::take(&mut self.in_request) {
-            st.busy -= 1;
-            st.started[self.index] = None;
-        }
+        st.started[self.index] = None;
         if std::mem::take(&mut self.holder) {
             st.holders -= 1;
             // The watcher may now find the holders left all stalled.
@@ -264,35 +250,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::thread;
 
-    use wsgi_core::{AppIo, AppIoError, Config, Connection, Environ, Event, ResponseHead};
-
     use super::*;
-
-    struct NoIo;
-
-    impl AppIo for NoIo {
-        fn read_body(&mut self) -> Result<Option<bytes::Bytes>, AppIoError> {
-            Ok(None)
-        }
-        fn send_head(&mut self, _: &ResponseHead) -> Result<(), AppIoError> {
-            Ok(())
-        }
-        fn send_body(&mut self, _: &[u8]) -> Result<(), AppIoError> {
-            Ok(())
-        }
-        fn send_end(&mut self) -> Result<(), AppIoError> {
-            Ok(())
-        }
-        fn abort(&mut self) {}
-    }
-
-    fn job() -> Job {
-        let now = Instant::now();
-        let mut conn = Connection::new(Config::default(), now);
-        conn.handle_input(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now);
-        let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!("no request") };
-        Job { environ: Environ::new(&head, &Default::default()), io: Box::new(NoIo) }
-    }
 
     /// What [`run`] saw.
     struct Ran {
@@ -310,7 +268,7 @@ mod tests {
         let gate = Arc::new(Gate::new(threads, serialized));
         let (tx, rx) = crossbeam_channel::unbounded();
         for i in 0..jobs {
-            tx.send((i, job())).unwrap();
+            tx.send(i).unwrap();
         }
         drop(tx);
         let inside = Arc::new(AtomicUsize::new(0));
@@ -323,15 +281,9 @@ mod tests {
                 let (inside, most, finished) = (inside.clone(), most.clone(), finished.clone());
                 thread::spawn(move || {
                     let mut seat = gate.seat();
-                    let index = std::cell::Cell::new(None);
-                    let mut take = || {
-                        let (i, job) = rx.recv().ok()?;
-                        index.set(Some(i));
-                        Some(job)
-                    };
+                    let mut take = || rx.recv().ok();
                     let mut served = 0;
-                    while let Some(_job) = seat.next(&mut take) {
-                        let i = index.take().unwrap();
+                    while let Some(i) = seat.next(&mut take) {
                         let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
                         thread::sleep(work(i));
@@ -394,7 +346,7 @@ mod tests {
         let gate = Gate::new(2, true);
         let (tx, rx) = crossbeam_channel::unbounded();
         for _ in 0..3 {
-            tx.send(job()).unwrap();
+            tx.send(()).unwrap();
         }
         drop(tx);
         thread::scope(|scope| {
@@ -406,7 +358,7 @@ mod tests {
             });
             assert!(crashed.join().is_err());
             let st = gate.lock();
-            assert_eq!((st.busy, st.holders), (0, 0));
+            assert_eq!((st.busy(), st.holders), (0, 0));
         });
         // The other thread serves the rest.
         let mut seat = gate.seat();

@@ -83,16 +83,18 @@ pub(crate) fn supervise(
         log.info(&format!("booting worker with pid {}", child.id()));
         Ok(Worker { child, retiring: false, heartbeat, timed_out: false })
     };
-    let mut workers = Vec::with_capacity(count);
-    for _ in 0..count {
-        match spawn(log) {
-            Ok(w) => workers.push(w),
-            Err(e) => {
-                // The workers already started must not outlive their supervisor.
-                stop(workers, graceful, log);
-                return Err(e);
-            }
+    // Starts `n` more workers; stops at the first that fails.
+    let spawn_more = |workers: &mut Vec<Worker>, n: usize| -> Result<(), String> {
+        for _ in 0..n {
+            workers.push(spawn(log)?);
         }
+        Ok(())
+    };
+    let mut workers = Vec::with_capacity(count);
+    if let Err(e) = spawn_more(&mut workers, count) {
+        // The workers already started must not outlive their supervisor.
+        stop(workers, graceful, log);
+        return Err(e);
     }
     let mut failure = None;
     let mut last_check = Instant::now();
@@ -133,14 +135,9 @@ pub(crate) fn supervise(
                     if failure.is_some() {
                         break 'signals;
                     }
-                    for _ in 0..replace {
-                        match spawn(log) {
-                            Ok(w) => workers.push(w),
-                            Err(e) => {
-                                failure = Some(e);
-                                break 'signals;
-                            }
-                        }
+                    if let Err(e) = spawn_more(&mut workers, replace) {
+                        failure = Some(e);
+                        break 'signals;
                     }
                 }
                 SIGHUP => {
@@ -149,14 +146,9 @@ pub(crate) fn supervise(
                         w.retiring = true;
                         w.signal(Signal::TERM);
                     }
-                    for _ in 0..count {
-                        match spawn(log) {
-                            Ok(w) => workers.push(w),
-                            Err(e) => {
-                                failure = Some(e);
-                                break 'signals;
-                            }
-                        }
+                    if let Err(e) = spawn_more(&mut workers, count) {
+                        failure = Some(e);
+                        break 'signals;
                     }
                 }
                 _ => {

@@ -33,10 +33,15 @@ use wsgi_core::{AppIo, AppIoError, Application, Job, JobSource, ResponseHead};
 /// Set in a worker's environment: the descriptor of its heartbeat file.
 pub(crate) const HEARTBEAT_ENV: &str = "WSGI_SERVE_HEARTBEAT_FD";
 
-/// The system-wide monotonic clock (the same in every process), as a duration since its epoch.
-fn monotonic() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+/// A system-wide clock (the same in every process), as a duration since its epoch.
+fn read_clock(id: rustix::time::ClockId) -> Duration {
+    let t = rustix::time::clock_gettime(id);
     Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// The monotonic clock, which the supervisor reads too.
+fn monotonic() -> Duration {
+    read_clock(rustix::time::ClockId::Monotonic)
 }
 
 /// How often the worker beats and the supervisor looks: a tenth of the timeout, within
@@ -48,11 +53,7 @@ pub(crate) fn tick(timeout: Duration) -> Duration {
 /// The coarse monotonic clock, in nanoseconds: read on every call a request makes to its
 /// connection, so the cheap one (a few milliseconds' resolution; the timeout is in seconds).
 fn coarse_nanos() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    u64::try_from(t.tv_sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+    u64::try_from(read_clock(rustix::time::ClockId::MonotonicCoarse).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One app thread's request in flight. Atomics, not a lock: the app thread updates it around

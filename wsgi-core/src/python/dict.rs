@@ -253,25 +253,10 @@ impl PyApplication {
     }
 }
 
-/// `a == b`, without a call into libc: the shape compares some 30 short strings per request,
+/// `a == b` without a call into libc: the shape compares some 30 short strings per request,
 /// and `memcmp` calls were 4 % of the bridge's instructions.
 fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut wa).zip(&mut wb) {
-        let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().unwrap_or_default());
-        if word(x) != word(y) {
-            return false;
-        }
-    }
-    let mut diff = 0;
-    for (x, y) in wa.remainder().iter().zip(wb.remainder()) {
-        diff |= x ^ y;
-    }
-    diff == 0
+    crate::names::eq_with_bits_set(a.as_bytes(), b.as_bytes(), 0)
 }
 
 /// Appends `s` to `text`, returning its span.
