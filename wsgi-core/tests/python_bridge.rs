@@ -25,6 +25,8 @@ mod frameworks;
 mod input;
 #[path = "python_bridge/load.rs"]
 mod load;
+#[path = "python_bridge/objects.rs"]
+mod objects;
 #[path = "python_bridge/response.rs"]
 mod response;
 #[path = "python_bridge/result.rs"]

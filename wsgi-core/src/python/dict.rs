@@ -15,13 +15,12 @@
 //! kept in them: they are set in each copy only.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use super::exchange::Exchange;
-use super::{PyApplication, input, strings};
+use super::objects::RequestObjects;
+use super::{PyApplication, strings};
 use crate::environ::{CgiKey, EnvKey, Environ, Scheme};
 
 /// The arena of recorded texts is rebuilt when it grows past this (values that changed are
@@ -245,10 +244,10 @@ impl PyApplication {
         &self,
         py: Python<'py>,
         dict: &Bound<'py, PyDict>,
-        exchange: &Arc<Exchange>,
+        objects: &RequestObjects,
     ) -> PyResult<()> {
-        dict.set_item(pyo3::intern!(py, "wsgi.input"), input::WsgiInput::new(py, exchange)?)?;
-        dict.set_item(pyo3::intern!(py, "wsgi.errors"), input::WsgiErrors::new(py, exchange)?)?;
+        dict.set_item(pyo3::intern!(py, "wsgi.input"), objects.input.bind(py))?;
+        dict.set_item(pyo3::intern!(py, "wsgi.errors"), objects.errors.bind(py))?;
         Ok(())
     }
 }

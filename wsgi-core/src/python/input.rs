@@ -1,6 +1,6 @@
 //! `wsgi.input` and `wsgi.errors`.
 
-use std::sync::{Arc, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard};
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyOSError, PyTypeError};
@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 use super::Level;
-use super::exchange::{Exchange, type_name};
+use super::exchange::{Exchange, State, type_name};
 use crate::app::AppIoError;
 
 /// `wsgi.input`: the request body as a binary stream, read from the connection as the
@@ -27,8 +27,8 @@ impl WsgiInput {
         Bound::new(py, WsgiInput { exchange: exchange.clone() })
     }
 
-    fn state(&self) -> MutexGuard<'_, (Bytes, bool)> {
-        self.exchange.input.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.exchange.state()
     }
 
     /// Makes sure some unread body is buffered; returns `false` at the end of the body.
@@ -36,20 +36,20 @@ impl WsgiInput {
         loop {
             {
                 let state = self.state();
-                if !state.0.is_empty() {
+                if !state.input.0.is_empty() {
                     return Ok(true);
                 }
-                if state.1 {
+                if state.input.1 {
                     return Ok(false);
                 }
             }
             let piece = self.exchange.with_io(py, |io| io.read_body());
             let mut state = self.state();
             match piece {
-                Ok(Some(bytes)) => state.0 = bytes,
-                Ok(None) => state.1 = true,
+                Ok(Some(bytes)) => state.input.0 = bytes,
+                Ok(None) => state.input.1 = true,
                 Err(e) => {
-                    state.1 = true;
+                    state.input.1 = true;
                     let message = match e {
                         AppIoError::Disconnected => {
                             "client disconnected before the request body ended".to_owned()
@@ -57,11 +57,7 @@ impl WsgiInput {
                         e => format!("cannot read the request body: {e}"),
                     };
                     if !matches!(e, AppIoError::Usage(_)) {
-                        *self
-                            .exchange
-                            .client_fault
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner) = Some(message.clone());
+                        state.client_fault = Some(message.clone());
                     }
                     return Err(PyOSError::new_err(message));
                 }
@@ -72,7 +68,7 @@ impl WsgiInput {
     /// Takes up to `limit` buffered bytes, up to and including the first `\n` if `line`.
     fn take(&self, limit: usize, line: bool) -> Bytes {
         let mut state = self.state();
-        let buf = &mut state.0;
+        let buf = &mut state.input.0;
         let mut n = buf.len().min(limit);
         if line {
             if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
@@ -114,7 +110,7 @@ impl WsgiInput {
         }
         // One buffered piece that satisfies the read is handed out without a copy into a Vec.
         if let Some(s) = size {
-            if self.fill(py)? && self.state().0.len() >= s {
+            if self.fill(py)? && self.state().input.0.len() >= s {
                 let piece = self.take(s, false);
                 return Ok(PyBytes::new(py, &piece));
             }
@@ -176,20 +172,22 @@ impl WsgiErrors {
         Bound::new(py, WsgiErrors { exchange: exchange.clone() })
     }
 
-    fn pending(&self) -> MutexGuard<'_, String> {
-        self.exchange.errors.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Logs what was written, a last line without its newline too.
+    pub(crate) fn flush_pending(&self) {
+        self.emit_lines(true);
     }
 
     fn emit_lines(&self, flush: bool) {
         let mut lines = Vec::new();
         {
-            let mut pending = self.pending();
+            let mut state = self.exchange.state();
+            let pending = &mut state.errors;
             while let Some(i) = pending.find('\n') {
                 lines.push(pending[..i].to_owned());
                 pending.drain(..=i);
             }
             if flush && !pending.is_empty() {
-                lines.push(std::mem::take(&mut *pending));
+                lines.push(std::mem::take(pending));
             }
         }
         for line in lines {
@@ -205,7 +203,7 @@ impl WsgiErrors {
             PyTypeError::new_err(format!("wsgi.errors.write() takes str, not {}", type_name(s)))
         })?;
         let text = s.to_cow()?;
-        self.pending().push_str(&text);
+        self.exchange.state().errors.push_str(&text);
         self.emit_lines(false);
         Ok(text.chars().count())
     }

@@ -12,6 +12,7 @@ mod dict;
 mod exchange;
 mod input;
 mod load;
+mod objects;
 mod result;
 mod strings;
 
@@ -26,8 +27,6 @@ use crate::app::{Application, Job, JobSource};
 use crate::environ::CgiKey;
 
 pub use load::{AppSpec, LoadError};
-
-use exchange::Exchange;
 
 /// How serious a log line is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -197,15 +196,27 @@ impl PyApplication {
         // The dict borrows the environ; the exchange then keeps it, for the log label (formatted
         // only when a line is logged).
         let dict = self.environ_dict(py, &environ);
-        let exchange = Arc::new(Exchange::new(io, environ, &self.name, self.options.log.clone()));
-        match dict.and_then(|dict| self.add_streams(py, &dict, &exchange).map(|()| dict)) {
-            Ok(dict) => result::run(py, self.app.bind(py), dict, &exchange),
-            Err(e) => exchange.fail(py, "building the environ failed", Some(e)),
-        }
+        let (exchange, objects) = self.request_objects(py, io, environ);
+        let ready = objects.and_then(|objects| {
+            let dict = dict?;
+            self.add_streams(py, &dict, &objects)?;
+            Ok((dict, objects))
+        });
+        let objects = match ready {
+            Ok((dict, objects)) => {
+                let start_response = objects.start_response.bind(py);
+                result::run(py, self.app.bind(py), dict, start_response, &exchange);
+                Some(objects)
+            }
+            Err(e) => {
+                exchange.fail(py, "building the environ failed", Some(e));
+                None
+            }
+        };
         // After the dict is gone (unless the application kept it or its streams, whose late log
         // lines then need the label). The connection is handed back without the GIL: a driver
         // may flush or log as it lets go of it.
-        let io = exchange.release();
+        let io = self.finish_objects(py, exchange, objects);
         py.detach(move || drop(io));
     }
 }

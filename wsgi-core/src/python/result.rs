@@ -15,12 +15,9 @@ pub(crate) fn run(
     py: Python<'_>,
     app: &Bound<'_, PyAny>,
     environ: Bound<'_, PyDict>,
+    start_response: &Bound<'_, StartResponseFn>,
     exchange: &Arc<Exchange>,
 ) {
-    let start_response = match Bound::new(py, StartResponseFn::new(exchange)) {
-        Ok(s) => s,
-        Err(e) => return exchange.fail(py, "creating start_response failed", Some(e)),
-    };
     match app.call1((environ, start_response)) {
         Ok(result) => {
             send_result(py, &result, exchange);
@@ -61,7 +58,7 @@ fn send_result(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) {
         _ => None,
     };
     if let Some(item) = single.as_ref().and_then(|i| i.cast::<PyBytes>().ok()) {
-        let pending = match exchange.start().pending_head() {
+        let pending = match exchange.state().start.pending_head() {
             Some(head) => {
                 head.set_content_length_if_absent(item.as_bytes().len() as u64);
                 true
@@ -150,7 +147,8 @@ fn send_file(py: Python<'_>, wrapper: &FileWrapper, exchange: &Exchange) -> PyRe
     }
     let mut len = meta.len().saturating_sub(offset);
     let head = {
-        let mut start = exchange.start();
+        let mut state = exchange.state();
+        let start = &mut state.start;
         if let Some(head) = start.pending_head() {
             head.set_content_length_if_absent(len);
             // Never more than the application's own Content-Length (a range of the file).

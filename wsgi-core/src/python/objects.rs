@@ -1,0 +1,137 @@
+//! The Python objects of one request (`wsgi.input`, `wsgi.errors`, `start_response` and its
+//! `write()`), kept by each app thread for its next request when the application let go of
+//! them.
+//!
+//! Making and freeing these four objects and their [`Exchange`] was a fifth of the bridge's
+//! work for a small response. Most applications drop them when the request ends, so the thread
+//! keeps the last set and, if nothing but the set refers to any of them (every reference count
+//! is 1), resets the exchange for the next request instead. An application that kept one (a
+//! `wsgi.input` stored away, an environ in a reference cycle until the next collection) keeps
+//! that set to itself: the thread makes a new one.
+//!
+//! Only where the GIL serializes threads: reference counts are then exact while it is held.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use super::exchange::{Exchange, StartResponseFn};
+use super::input::{WsgiErrors, WsgiInput};
+use super::{PyApplication, input};
+use crate::app::AppIo;
+use crate::environ::Environ;
+
+/// One request's Python objects and the exchange they share.
+pub(crate) struct RequestObjects {
+    pub(crate) exchange: Arc<Exchange>,
+    pub(crate) input: Py<WsgiInput>,
+    pub(crate) errors: Py<WsgiErrors>,
+    pub(crate) start_response: Py<StartResponseFn>,
+}
+
+thread_local! {
+    static KEPT: RefCell<Option<RequestObjects>> = const { RefCell::new(None) };
+}
+
+impl RequestObjects {
+    fn new(py: Python<'_>, exchange: Arc<Exchange>) -> PyResult<RequestObjects> {
+        Ok(RequestObjects {
+            input: input::WsgiInput::new(py, &exchange)?.unbind(),
+            errors: input::WsgiErrors::new(py, &exchange)?.unbind(),
+            start_response: StartResponseFn::new(py, &exchange)?.unbind(),
+            exchange,
+        })
+    }
+
+    /// Whether nothing but this set refers to its objects and its exchange: the application
+    /// cannot reach them any more.
+    fn idle(&self, py: Python<'_>) -> bool {
+        let objects_idle = refcnt(py, &self.input) == 1
+            && refcnt(py, &self.errors) == 1
+            && refcnt(py, &self.start_response) == 1
+            && self.start_response.get().write_idle(py);
+        // The set and each of the four objects hold the exchange.
+        objects_idle && Arc::strong_count(&self.exchange) == 5
+    }
+}
+
+impl PyApplication {
+    /// The objects for a request on `io`: the thread's kept set, reset, or a new one. The
+    /// exchange comes back beside them, so a failure to make them can still answer the client.
+    pub(super) fn request_objects(
+        &self,
+        py: Python<'_>,
+        io: Box<dyn AppIo>,
+        environ: Environ,
+    ) -> (Arc<Exchange>, PyResult<RequestObjects>) {
+        let kept = if self.gil {
+            KEPT.try_with(|kept| kept.try_borrow_mut().ok().and_then(|mut k| k.take()))
+                .ok()
+                .flatten()
+                .filter(|objects| objects.exchange.serves(&self.name))
+        } else {
+            None
+        };
+        match kept {
+            Some(objects) => {
+                objects.exchange.begin(io, environ);
+                (objects.exchange.clone(), Ok(objects))
+            }
+            None => {
+                let exchange =
+                    Arc::new(Exchange::new(io, environ, &self.name, self.options.log.clone()));
+                (exchange.clone(), RequestObjects::new(py, exchange))
+            }
+        }
+    }
+
+    /// Ends a request's use of its objects: releases the connection and keeps the set for the
+    /// thread's next request if the application let go of every object.
+    pub(super) fn finish_objects(
+        &self,
+        py: Python<'_>,
+        exchange: Arc<Exchange>,
+        objects: Option<RequestObjects>,
+    ) -> Option<Box<dyn AppIo>> {
+        let objects = match objects {
+            Some(objects) if self.gil => {
+                drop(exchange); // the set holds it too
+                objects
+            }
+            _ => return release_lingering(exchange, objects),
+        };
+        if !objects.idle(py) {
+            let exchange = objects.exchange.clone();
+            return release_lingering(exchange, Some(objects));
+        }
+        // What the application wrote to wsgi.errors without a final newline: logged now, as
+        // dropping the object would have.
+        objects.errors.get().flush_pending();
+        let io = objects.exchange.release(false);
+        let _ = KEPT.try_with(|kept| {
+            if let Ok(mut kept) = kept.try_borrow_mut() {
+                *kept = Some(objects);
+            }
+        });
+        io
+    }
+}
+
+/// Releases the connection of a request whose objects may outlive it (they hold the exchange):
+/// any left once `objects` lets go need the request's label to log.
+fn release_lingering(
+    exchange: Arc<Exchange>,
+    objects: Option<RequestObjects>,
+) -> Option<Box<dyn AppIo>> {
+    drop(objects);
+    let lingering = Arc::strong_count(&exchange) > 1;
+    exchange.release(lingering)
+}
+
+/// The reference count of `object`.
+pub(crate) fn refcnt<T>(py: Python<'_>, object: &Py<T>) -> isize {
+    // Deprecated for `ffi::Py_REFCNT`, an unsafe fn (this crate has no unsafe code).
+    #[allow(deprecated)]
+    object.get_refcnt(py)
+}
