@@ -293,6 +293,30 @@ impl<'a> EnvKey<'a> {
     }
 }
 
+/// An entry's key as [`Environ::raw_entries`] gives it.
+#[cfg(feature = "python")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RawKey<'a> {
+    /// One of the fixed CGI variables.
+    Cgi(CgiKey),
+    /// The `HTTP_*` key of a header name in the [`names`] table, by its id.
+    Known(u8),
+    /// The `HTTP_*` key of another header name.
+    Other(&'a str),
+}
+
+#[cfg(feature = "python")]
+impl<'a> RawKey<'a> {
+    /// The key as [`Environ::entries`] gives it.
+    pub(crate) fn env_key(self) -> EnvKey<'a> {
+        match self {
+            RawKey::Cgi(k) => EnvKey::Cgi(k),
+            RawKey::Known(id) => EnvKey::Http(names::NAMES[usize::from(id)].1),
+            RawKey::Other(k) => EnvKey::Http(k),
+        }
+    }
+}
+
 /// Where an environ string lives. Values from the head that are ASCII (nearly all) are views
 /// of the head's bytes; only decoded, joined or non-ASCII values are copied.
 #[derive(Clone, Copy, Debug)]
@@ -518,6 +542,33 @@ impl Environ {
         self.entries
             .iter()
             .map(move |e| (self.env_key(e.key), text(head, &self.extra, &self.server, e.value)))
+    }
+
+    /// Returns the entries as the environ holds them: keys cheap to compare, values as bytes
+    /// (valid UTF-8, unchecked). For the bridge, which compares every entry with the last
+    /// request's on each request and needs text only for those that changed.
+    #[cfg(feature = "python")]
+    pub(crate) fn raw_entries(&self) -> impl ExactSizeIterator<Item = (RawKey<'_>, &[u8])> + '_ {
+        self.entries.iter().map(move |e| {
+            let key = match e.key {
+                Key::Cgi(k) => RawKey::Cgi(k),
+                Key::Known(id) => RawKey::Known(id),
+                Key::Extra(a, b) => {
+                    RawKey::Other(self.extra.get(a as usize..b as usize).unwrap_or_default())
+                }
+            };
+            let value = match e.value {
+                Text::Head(span) => span.get(&self.head),
+                Text::Extra(a, b) => {
+                    self.extra.as_bytes().get(a as usize..b as usize).unwrap_or_default()
+                }
+                Text::Static(s) => s.as_bytes(),
+                Text::Server(_) => {
+                    text(HeadView::Bytes(&self.head), &self.extra, &self.server, e.value).as_bytes()
+                }
+            };
+            (key, value)
+        })
     }
 
     /// Returns the URL scheme the request arrived by (`wsgi.url_scheme`).

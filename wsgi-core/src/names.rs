@@ -12,12 +12,14 @@ pub(crate) const EXPECT: u8 = 2;
 pub(crate) const CONTENT_LENGTH: u8 = 3;
 pub(crate) const CONTENT_TYPE: u8 = 5;
 pub(crate) const COOKIE: u8 = 6;
+pub(crate) const AUTHORIZATION: u8 = 14;
 pub(crate) const X_FORWARDED_FOR: u8 = 38;
 pub(crate) const X_FORWARDED_PROTO: u8 = 39;
 pub(crate) const X_FORWARDED_HOST: u8 = 40;
 pub(crate) const X_FORWARDED_PORT: u8 = 41;
 pub(crate) const X_FORWARDED_PREFIX: u8 = 42;
 pub(crate) const FORWARDED: u8 = 48;
+pub(crate) const PROXY_AUTHORIZATION: u8 = 57;
 
 /// Known names (lowercase) and their environ keys, by id.
 pub(crate) static NAMES: [(&str, &str); 62] = [
@@ -177,6 +179,8 @@ mod tests {
             (X_FORWARDED_PREFIX, "x-forwarded-prefix"),
             (FORWARDED, "forwarded"),
             (COOKIE, "cookie"),
+            (AUTHORIZATION, "authorization"),
+            (PROXY_AUTHORIZATION, "proxy-authorization"),
         ] {
             assert_eq!(NAMES[usize::from(id)].0, name);
         }

@@ -21,18 +21,20 @@ use pyo3::types::{PyDict, PyString};
 
 use super::objects::RequestObjects;
 use super::{PyApplication, strings};
-use crate::environ::{CgiKey, EnvKey, Environ, Scheme};
+use crate::environ::{CgiKey, Environ, RawKey, Scheme};
+use crate::names;
 
 /// The arena of recorded texts is rebuilt when it grows past this (values that changed are
 /// appended to it).
 const MAX_TEXT: usize = 16 * 1024;
 
-/// The key of an environ entry as recorded: a CGI variable, or the span of an `HTTP_*` key in
-/// [`Shape::text`].
+/// The key of an environ entry as recorded: a CGI variable, a known header's `HTTP_*` key by
+/// its id, or the span of another `HTTP_*` key in [`Shape::text`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RecordedKey {
     Cgi(CgiKey),
-    Http(usize, usize),
+    Known(u8),
+    Other(usize, usize),
 }
 
 /// One environ entry of the shape: its key, and the span of its value in [`Shape::text`] (`None`
@@ -85,12 +87,12 @@ impl PyApplication {
         // is not, against entries read once.
         let mut found = None;
         if let Some(shape) = shapes.first_mut() {
-            if self.update(py, shape, scheme, environ.entries(), &mut pending)? {
+            if self.update(py, shape, scheme, environ.raw_entries(), &mut pending)? {
                 found = Some(0);
             }
         }
         if found.is_none() {
-            let entries: Vec<(EnvKey<'_>, &str)> = environ.entries().collect();
+            let entries: Vec<(RawKey<'_>, &[u8])> = environ.raw_entries().collect();
             for (i, shape) in shapes.iter_mut().enumerate().skip(1) {
                 if self.update(py, shape, scheme, entries.iter().copied(), &mut pending)? {
                     found = Some(i);
@@ -110,7 +112,7 @@ impl PyApplication {
         let dict = shape.dict.bind(py).copy()?;
         for &(i, key, text) in &pending {
             if shape.entries.get(i).is_some_and(|entry| entry.value.is_none()) {
-                dict.set_item(self.key(py, key), PyString::new(py, text))?;
+                dict.set_item(self.key(py, key), PyString::new(py, utf8(text)))?;
             }
         }
         let _ = THREAD_SHAPES.try_with(|slot| {
@@ -129,8 +131,8 @@ impl PyApplication {
         py: Python<'_>,
         shape: &mut Shape,
         scheme: Scheme,
-        entries: impl ExactSizeIterator<Item = (EnvKey<'e>, &'e str)>,
-        pending: &mut Vec<(usize, EnvKey<'e>, &'e str)>,
+        entries: impl ExactSizeIterator<Item = (RawKey<'e>, &'e [u8])>,
+        pending: &mut Vec<(usize, RawKey<'e>, &'e [u8])>,
     ) -> PyResult<bool> {
         if shape.app != self.consts.id
             || shape.entries.len() != entries.len()
@@ -141,9 +143,10 @@ impl PyApplication {
         pending.clear();
         for (i, (entry, (key, text))) in shape.entries.iter().zip(entries).enumerate() {
             let same_key = match (key, entry.key) {
-                (EnvKey::Cgi(a), RecordedKey::Cgi(b)) => a == b,
-                (EnvKey::Http(h), RecordedKey::Http(a, b)) => {
-                    shape.text.get(a..b).is_some_and(|k| same(k, h))
+                (RawKey::Cgi(a), RecordedKey::Cgi(b)) => a == b,
+                (RawKey::Known(a), RecordedKey::Known(b)) => a == b,
+                (RawKey::Other(h), RecordedKey::Other(a, b)) => {
+                    shape.text.as_bytes().get(a..b).is_some_and(|k| same(k, h.as_bytes()))
                 }
                 _ => false,
             };
@@ -151,7 +154,7 @@ impl PyApplication {
                 return Ok(false);
             }
             match entry.value {
-                Some((a, b)) if shape.text.get(a..b).is_some_and(|v| same(v, text)) => {}
+                Some((a, b)) if shape.text.as_bytes().get(a..b).is_some_and(|v| same(v, text)) => {}
                 _ => pending.push((i, key, text)),
             }
         }
@@ -166,6 +169,7 @@ impl PyApplication {
             if entry.value.is_none() {
                 continue; // a credential: set in the copy only
             }
+            let text = utf8(text);
             dict.set_item(self.key(py, key), strings::value(py, text, false))?;
             entry.value = Some(push_text(&mut shape.text, text));
         }
@@ -178,8 +182,8 @@ impl PyApplication {
         &self,
         py: Python<'_>,
         scheme: Scheme,
-        entries: &[(EnvKey<'e>, &'e str)],
-        pending: &mut Vec<(usize, EnvKey<'e>, &'e str)>,
+        entries: &[(RawKey<'e>, &'e [u8])],
+        pending: &mut Vec<(usize, RawKey<'e>, &'e [u8])>,
         recycled: Option<Shape>,
     ) -> PyResult<Shape> {
         let (mut recorded, mut text) = match recycled {
@@ -190,13 +194,14 @@ impl PyApplication {
         text.clear();
         let dict = self.consts.template.bind(py).copy()?;
         dict.set_item(pyo3::intern!(py, "wsgi.url_scheme"), self.scheme(py, scheme))?;
-        let mut previous: Option<(&str, Bound<'_, PyString>)> = None;
+        let mut previous: Option<(&[u8], Bound<'_, PyString>)> = None;
         for (i, &(key, value)) in entries.iter().enumerate() {
             let recorded_key = match key {
-                EnvKey::Cgi(k) => RecordedKey::Cgi(k),
-                EnvKey::Http(k) => {
+                RawKey::Cgi(k) => RecordedKey::Cgi(k),
+                RawKey::Known(id) => RecordedKey::Known(id),
+                RawKey::Other(k) => {
                     let (a, b) = push_text(&mut text, k);
-                    RecordedKey::Http(a, b)
+                    RecordedKey::Other(a, b)
                 }
             };
             if is_secret(key) {
@@ -208,10 +213,12 @@ impl PyApplication {
             // RAW_URI and REQUEST_URI are one slice of the environ: one str.
             let object = match previous {
                 Some((t, o)) if std::ptr::eq(t, value) => o,
-                _ => strings::value(py, value, false),
+                _ => strings::value(py, utf8(value), false),
             };
             dict.set_item(self.key(py, key), &object)?;
-            recorded.push(Entry { key: recorded_key, value: Some(push_text(&mut text, value)) });
+            let value_text = utf8(value);
+            recorded
+                .push(Entry { key: recorded_key, value: Some(push_text(&mut text, value_text)) });
             previous = Some((value, object));
         }
         let none = py.None();
@@ -221,13 +228,15 @@ impl PyApplication {
     }
 
     /// The key object of an environ key.
-    fn key<'py>(&self, py: Python<'py>, key: EnvKey<'_>) -> Bound<'py, PyString> {
-        match key {
-            EnvKey::Cgi(k) => match self.consts.cgi_keys.get(k.index()) {
-                Some(object) => object.bind(py).clone(),
-                None => PyString::new(py, k.as_str()),
-            },
-            EnvKey::Http(k) => self.consts.header_keys.get(py, k),
+    fn key<'py>(&self, py: Python<'py>, key: RawKey<'_>) -> Bound<'py, PyString> {
+        let interned = match key {
+            RawKey::Cgi(k) => self.consts.cgi_keys.get(k.index()),
+            RawKey::Known(id) => self.consts.header_keys.get(usize::from(id)),
+            RawKey::Other(_) => None,
+        };
+        match interned {
+            Some(object) => object.bind(py).clone(),
+            None => PyString::new(py, key.env_key().as_str()),
         }
     }
 
@@ -254,8 +263,13 @@ impl PyApplication {
 
 /// `a == b` without a call into libc: the shape compares some 30 short strings per request,
 /// and `memcmp` calls were 4 % of the bridge's instructions.
-fn same(a: &str, b: &str) -> bool {
-    crate::names::eq_with_bits_set(a.as_bytes(), b.as_bytes(), 0)
+fn same(a: &[u8], b: &[u8]) -> bool {
+    crate::names::eq_with_bits_set(a, b, 0)
+}
+
+/// An environ value as text ([`Environ::raw_entries`] values are UTF-8).
+fn utf8(value: &[u8]) -> &str {
+    std::str::from_utf8(value).unwrap_or_default()
 }
 
 /// Appends `s` to `text`, returning its span.
@@ -266,8 +280,8 @@ fn push_text(text: &mut String, s: &str) -> (usize, usize) {
 }
 
 /// Whether an environ value is a credential, which is neither kept in the shape nor cached.
-fn is_secret(key: EnvKey<'_>) -> bool {
-    matches!(key, EnvKey::Http("HTTP_COOKIE" | "HTTP_AUTHORIZATION" | "HTTP_PROXY_AUTHORIZATION"))
+fn is_secret(key: RawKey<'_>) -> bool {
+    matches!(key, RawKey::Known(names::COOKIE | names::AUTHORIZATION | names::PROXY_AUTHORIZATION))
 }
 
 #[cfg(test)]
@@ -402,13 +416,13 @@ def application(environ, start_response):
     fn same_is_string_equality() {
         for len in 0..20 {
             let a: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-            assert!(same(&a, &a.clone()), "{a:?}");
-            assert!(!same(&a, &format!("{a}x")), "{a:?}");
+            assert!(same(a.as_bytes(), a.clone().as_bytes()), "{a:?}");
+            assert!(!same(a.as_bytes(), format!("{a}x").as_bytes()), "{a:?}");
             for at in 0..len {
                 let mut b = a.clone().into_bytes();
                 b[at] = b'Z';
                 let b = String::from_utf8(b).unwrap();
-                assert!(!same(&a, &b), "{a:?} {b:?}");
+                assert!(!same(a.as_bytes(), b.as_bytes()), "{a:?} {b:?}");
             }
         }
     }

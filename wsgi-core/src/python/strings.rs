@@ -4,7 +4,7 @@
 //! of an environ dict, so the bridge reuses objects where it safely can:
 //!
 //! - [`HeaderKeys`]: the `HTTP_*` keys of the header names [`crate::names`] knows, interned
-//!   once per application and found by content. Keys of other headers are made per request
+//!   once per application and found by the id the parser gave the name. Keys of other headers are made per request
 //!   and not interned: a client choosing header names must not grow the interpreter's
 //!   interned-string table (immortal since CPython 3.12).
 //! - [`value`]: a small per-thread cache of recent values. Header values repeat from request to
@@ -39,46 +39,21 @@ pub(crate) fn holds(s: &Bound<'_, PyString>, text: &str) -> bool {
     s.to_str().is_ok_and(|t| t == text)
 }
 
-/// The interned `HTTP_*` keys of the known header names, in an open-addressing table.
+/// The interned environ keys of the header names [`crate::names`] knows, by id.
 pub(crate) struct HeaderKeys {
-    slots: Vec<Option<(&'static str, Py<PyString>)>>,
+    by_id: Vec<Py<PyString>>,
 }
 
 impl HeaderKeys {
-    const BITS: u32 = 8;
-
     pub(crate) fn new(py: Python<'_>) -> HeaderKeys {
-        let mut slots: Vec<Option<(&'static str, Py<PyString>)>> =
-            (0..1 << Self::BITS).map(|_| None).collect();
-        for (_, key) in crate::names::NAMES.iter().filter(|(_, k)| k.starts_with("HTTP_")) {
-            let mut i = slot(key.as_bytes(), Self::BITS);
-            while slots[i].is_some() {
-                i = (i + 1) & (slots.len() - 1);
-            }
-            slots[i] = Some((*key, PyString::intern(py, key).unbind()));
-        }
-        HeaderKeys { slots }
+        let by_id =
+            crate::names::NAMES.iter().map(|(_, key)| PyString::intern(py, key).unbind()).collect();
+        HeaderKeys { by_id }
     }
 
-    /// Returns the interned object for `key`, if it is a known one.
-    pub(crate) fn find(&self, key: &str) -> Option<&Py<PyString>> {
-        let mask = self.slots.len() - 1;
-        let mut i = slot(key.as_bytes(), Self::BITS);
-        while let Some((known, object)) = &self.slots[i] {
-            if *known == key {
-                return Some(object);
-            }
-            i = (i + 1) & mask;
-        }
-        None
-    }
-
-    /// Returns the key object for `key`: the interned one if known, else a new `str`.
-    pub(crate) fn get<'py>(&self, py: Python<'py>, key: &str) -> Bound<'py, PyString> {
-        match self.find(key) {
-            Some(object) => object.bind(py).clone(),
-            None => PyString::new(py, key),
-        }
+    /// Returns the interned key of the header name with id `id`.
+    pub(crate) fn get(&self, id: usize) -> Option<&Py<PyString>> {
+        self.by_id.get(id)
     }
 }
 
