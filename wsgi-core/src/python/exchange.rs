@@ -131,6 +131,11 @@ impl Exchange {
     /// Logs `message` with the application and request it concerns.
     pub(crate) fn log(&self, level: Level, message: &str) {
         let label = self.state().request.label().into_owned();
+        self.log_as(&label, level, message);
+    }
+
+    /// Logs `message` for the request labelled `label`.
+    fn log_as(&self, label: &str, level: Level, message: &str) {
         let line = format!("{label} [{}]: {message}", self.app);
         self.log.log(level, &line);
     }
@@ -226,11 +231,23 @@ impl Exchange {
         self.record_end(ended);
     }
 
-    /// Sends a whole body of one non-empty `chunk`: the head, the chunk and the end in one call
-    /// on the connection. The same as [`send_chunk`](Self::send_chunk) then
-    /// [`finish`](Self::finish), releasing the GIL once instead of twice.
-    pub(crate) fn send_whole(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<()> {
-        let Some(head) = self.head_before(chunk)? else { return Ok(()) };
+    /// Sends a whole body of one non-empty `chunk` with the head that is pending (given a
+    /// Content-Length if it has none): the head, the chunk and the end in one call on the
+    /// connection. The same as [`send_chunk`](Self::send_chunk) then [`finish`](Self::finish),
+    /// releasing the GIL once instead of twice. `Ok(false)`, having done nothing, if no head is
+    /// pending (`start_response` not called, or the head already sent).
+    pub(crate) fn send_whole(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<bool> {
+        let head = {
+            let mut state = self.state();
+            if state.outcome != Outcome::Open {
+                return Ok(false);
+            }
+            match state.start.pending_head() {
+                Some(head) => head.set_content_length_if_absent(chunk.len() as u64),
+                None => return Ok(false),
+            }
+            state.start.before_body(chunk).map_err(start_error)?
+        };
         let sent = self.with_io(py, |io| {
             if let Some(head) = &head {
                 io.send_head(head)?;
@@ -247,11 +264,11 @@ impl Exchange {
         });
         let (body, ended) = match sent {
             Ok(results) => results,
-            Err(e) => return self.io_result(Err(e)),
+            Err(e) => return self.io_result(Err(e)).map(|()| true),
         };
         self.io_result(body)?;
         self.record_end(ended);
-        Ok(())
+        Ok(true)
     }
 
     /// Records how sending the end went.
@@ -317,14 +334,23 @@ impl Exchange {
     /// Releases the connection: later calls through lingering Python objects see it gone. The
     /// environ goes too; its label stays if `lingering` (Python objects of the request outlive
     /// it and may still log).
-    pub(crate) fn release(&self, lingering: bool) -> Option<Box<dyn AppIo>> {
-        {
+    ///
+    /// With `flush_errors`, a last `wsgi.errors` line without its newline is logged now (for
+    /// objects that are kept, where dropping them would have).
+    pub(crate) fn release(&self, lingering: bool, flush_errors: bool) -> Option<Box<dyn AppIo>> {
+        let unterminated = {
             let mut state = self.state();
+            let unterminated = (flush_errors && !state.errors.is_empty())
+                .then(|| (std::mem::take(&mut state.errors), state.request.label().into_owned()));
             if let Request::Environ(_) = &state.request {
                 let label =
                     if lingering { state.request.label().into_owned() } else { String::new() };
                 state.request = Request::Label(label);
             }
+            unterminated
+        };
+        if let Some((line, label)) = unterminated {
+            self.log_as(&label, Level::Error, &line);
         }
         lock(&self.io).take()
     }

@@ -172,11 +172,6 @@ impl WsgiErrors {
         Bound::new(py, WsgiErrors { exchange: exchange.clone() })
     }
 
-    /// Logs what was written, a last line without its newline too.
-    pub(crate) fn flush_pending(&self) {
-        self.emit_lines(true);
-    }
-
     fn emit_lines(&self, flush: bool) {
         let mut lines = Vec::new();
         {

@@ -196,27 +196,31 @@ impl PyApplication {
         // The dict borrows the environ; the exchange then keeps it, for the log label (formatted
         // only when a line is logged).
         let dict = self.environ_dict(py, &environ);
-        let (exchange, objects) = self.request_objects(py, io, environ);
-        let ready = objects.and_then(|objects| {
-            let dict = dict?;
-            self.add_streams(py, &dict, &objects)?;
-            Ok((dict, objects))
-        });
-        let objects = match ready {
-            Ok((dict, objects)) => {
-                let start_response = objects.start_response.bind(py);
-                result::run(py, self.app.bind(py), dict, start_response, &exchange);
-                Some(objects)
+        let io = match (self.request_objects(py, io, environ), dict) {
+            (Ok(objects), Ok(dict)) => {
+                let exchange = &objects.exchange;
+                match self.add_streams(py, &dict, &objects) {
+                    Ok(()) => {
+                        let start_response = objects.start_response.bind(py);
+                        result::run(py, self.app.bind(py), dict, start_response, exchange);
+                    }
+                    Err(e) => exchange.fail(py, "building the environ failed", Some(e)),
+                }
+                // After the dict is gone (unless the application kept it or its streams, whose
+                // late log lines then need the label).
+                self.finish_objects(py, objects)
             }
-            Err(e) => {
+            (Ok(objects), Err(e)) => {
+                objects.exchange.fail(py, "building the environ failed", Some(e));
+                self.finish_objects(py, objects)
+            }
+            (Err((exchange, e)), _) => {
                 exchange.fail(py, "building the environ failed", Some(e));
-                None
+                exchange.release(false, false)
             }
         };
-        // After the dict is gone (unless the application kept it or its streams, whose late log
-        // lines then need the label). The connection is handed back without the GIL: a driver
-        // may flush or log as it lets go of it.
-        let io = self.finish_objects(py, exchange, objects);
+        // The connection is handed back without the GIL: a driver may flush or log as it lets
+        // go of it.
         py.detach(move || drop(io));
     }
 }

@@ -57,14 +57,15 @@ impl RequestObjects {
 }
 
 impl PyApplication {
-    /// The objects for a request on `io`: the thread's kept set, reset, or a new one. The
-    /// exchange comes back beside them, so a failure to make them can still answer the client.
+    /// The objects for a request on `io`: the thread's kept set, reset, or a new one. If they
+    /// cannot be made, the error comes back with the request's exchange, so that the client can
+    /// still be answered.
     pub(super) fn request_objects(
         &self,
         py: Python<'_>,
         io: Box<dyn AppIo>,
         environ: Environ,
-    ) -> (Arc<Exchange>, PyResult<RequestObjects>) {
+    ) -> Result<RequestObjects, (Arc<Exchange>, PyErr)> {
         let kept = if self.gil {
             KEPT.try_with(|kept| kept.try_borrow_mut().ok().and_then(|mut k| k.take()))
                 .ok()
@@ -73,17 +74,12 @@ impl PyApplication {
         } else {
             None
         };
-        match kept {
-            Some(objects) => {
-                objects.exchange.begin(io, environ);
-                (objects.exchange.clone(), Ok(objects))
-            }
-            None => {
-                let exchange =
-                    Arc::new(Exchange::new(io, environ, &self.name, self.options.log.clone()));
-                (exchange.clone(), RequestObjects::new(py, exchange))
-            }
+        if let Some(objects) = kept {
+            objects.exchange.begin(io, environ);
+            return Ok(objects);
         }
+        let exchange = Arc::new(Exchange::new(io, environ, &self.name, self.options.log.clone()));
+        RequestObjects::new(py, exchange.clone()).map_err(|e| (exchange, e))
     }
 
     /// Ends a request's use of its objects: releases the connection and keeps the set for the
@@ -91,24 +87,13 @@ impl PyApplication {
     pub(super) fn finish_objects(
         &self,
         py: Python<'_>,
-        exchange: Arc<Exchange>,
-        objects: Option<RequestObjects>,
+        objects: RequestObjects,
     ) -> Option<Box<dyn AppIo>> {
-        let objects = match objects {
-            Some(objects) if self.gil => {
-                drop(exchange); // the set holds it too
-                objects
-            }
-            _ => return release_lingering(exchange, objects),
-        };
-        if !objects.idle(py) {
+        if !(self.gil && objects.idle(py)) {
             let exchange = objects.exchange.clone();
             return release_lingering(exchange, Some(objects));
         }
-        // What the application wrote to wsgi.errors without a final newline: logged now, as
-        // dropping the object would have.
-        objects.errors.get().flush_pending();
-        let io = objects.exchange.release(false);
+        let io = objects.exchange.release(false, true);
         let _ = KEPT.try_with(|kept| {
             if let Ok(mut kept) = kept.try_borrow_mut() {
                 *kept = Some(objects);
@@ -126,7 +111,7 @@ fn release_lingering(
 ) -> Option<Box<dyn AppIo>> {
     drop(objects);
     let lingering = Arc::strong_count(&exchange) > 1;
-    exchange.release(lingering)
+    exchange.release(lingering, false)
 }
 
 /// The reference count of `object`.

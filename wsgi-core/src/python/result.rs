@@ -20,10 +20,11 @@ pub(crate) fn run(
 ) {
     match app.call1((environ, start_response)) {
         Ok(result) => {
-            send_result(py, &result, exchange);
             // The response ends before close(): a close() that fails (it only releases the
             // application's resources) is logged, and cannot spoil a response already whole.
-            exchange.finish(py);
+            if !send_result(py, &result, exchange) {
+                exchange.finish(py);
+            }
             close(py, &result, exchange);
         }
         Err(e) => exchange.fail(py, "application raised an exception", Some(e)),
@@ -43,12 +44,17 @@ fn close(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) {
     }
 }
 
-fn send_result(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) {
+/// Sends what the application returned; `true` when the response is over (sent whole, or
+/// failed), `false` when [`Exchange::finish`] must still end it.
+fn send_result(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) -> bool {
     if let Ok(wrapper) = result.cast::<FileWrapper>() {
         match send_file(py, wrapper.get(), exchange) {
-            Ok(true) => return,
+            Ok(true) => return false,
             Ok(false) => {} // not a regular file, or the driver cannot: iterate instead
-            Err(e) => return exchange.fail(py, "sending the file_wrapper failed", Some(e)),
+            Err(e) => {
+                exchange.fail(py, "sending the file_wrapper failed", Some(e));
+                return true;
+            }
         }
     }
     // A one-item list or tuple is the whole body: give it a Content-Length if the app did not.
@@ -58,24 +64,30 @@ fn send_result(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) {
         _ => None,
     };
     if let Some(item) = single.as_ref().and_then(|i| i.cast::<PyBytes>().ok()) {
-        let pending = match exchange.state().start.pending_head() {
-            Some(head) => {
-                head.set_content_length_if_absent(item.as_bytes().len() as u64);
-                true
-            }
-            None => false,
-        };
+        let bytes = item.as_bytes();
         // An exact list or tuple has no close() and cannot change what follows: the head, the
         // item and the end go to the connection at once.
         let exact =
             result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
-        if pending && exact && !item.as_bytes().is_empty() {
-            if let Err(e) = exchange.send_whole(py, item.as_bytes()) {
-                send_failed(py, exchange, e);
+        if exact && !bytes.is_empty() {
+            match exchange.send_whole(py, bytes) {
+                Ok(true) => return true,
+                Ok(false) => {} // the head is not pending: the iteration says why
+                Err(e) => {
+                    send_failed(py, exchange, e);
+                    return true;
+                }
             }
-            return;
+        } else if let Some(head) = exchange.state().start.pending_head() {
+            head.set_content_length_if_absent(bytes.len() as u64);
         }
     }
+    send_items(py, result, exchange);
+    false
+}
+
+/// Sends the items of an iterable result one by one.
+fn send_items(py: Python<'_>, result: &Bound<'_, PyAny>, exchange: &Exchange) {
     // Iterable, but of ints or characters: the body itself instead of an iterable of bodies.
     if result.is_instance_of::<PyString>() {
         let what = "application returned str, not an iterable of bytes: return ['text'.encode()]";
