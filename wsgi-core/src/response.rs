@@ -16,16 +16,30 @@ use crate::error::{ResponseError, StartError};
 /// assert!(ResponseHead::from_wsgi("200", [("A", "b")]).is_err());
 /// assert!(ResponseHead::from_wsgi("200 OK", [("Connection", "close")]).is_err());
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ResponseHead {
     status: u16,
-    /// `NNN reason` as latin-1 bytes, without CRLF.
-    status_line: Vec<u8>,
-    /// `Name: value\r\n` for each field, latin-1 bytes.
-    fields: Vec<u8>,
+    /// `NNN reason\r\n`, then `Name: value\r\n` for each field: latin-1 bytes, in one buffer
+    /// (a head is copied per response from a cached one, and each buffer is an allocation).
+    bytes: Vec<u8>,
+    /// Where the fields start in `bytes`.
+    fields_at: usize,
     content_length: Option<u64>,
     has_date: bool,
     has_server: bool,
+}
+
+/// Room for a `Content-Length: n\r\n` field.
+const CONTENT_LENGTH_ROOM: usize = "Content-Length: \r\n".len() + 20;
+
+impl Clone for ResponseHead {
+    /// A copy with room for the Content-Length the server may add
+    /// ([`set_content_length_if_absent`](Self::set_content_length_if_absent)) without growing.
+    fn clone(&self) -> ResponseHead {
+        let mut bytes = Vec::with_capacity(self.bytes.len() + CONTENT_LENGTH_ROOM);
+        bytes.extend_from_slice(&self.bytes);
+        ResponseHead { bytes, ..*self }
+    }
 }
 
 /// Header names PEP 3333 reserves for the server (wsgiref's list).
@@ -57,14 +71,15 @@ impl ResponseHead {
         V: AsRef<str>,
     {
         let code = parse_status(status)?;
-        let mut status_line = Vec::with_capacity(status.len());
-        if !push_latin1(&mut status_line, status) || !valid_field_value(&status_line[4..]) {
+        let mut bytes = Vec::with_capacity(256);
+        if !push_latin1(&mut bytes, status) || !valid_field_value(&bytes[4..]) {
             return Err(ResponseError::BadReason);
         }
+        bytes.extend_from_slice(b"\r\n");
         let mut head = ResponseHead {
             status: code,
-            status_line,
-            fields: Vec::with_capacity(256),
+            fields_at: bytes.len(),
+            bytes,
             content_length: None,
             has_date: false,
             has_server: false,
@@ -83,16 +98,16 @@ impl ResponseHead {
         if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             return Err(ResponseError::HopByHop { index });
         }
-        let start = self.fields.len();
-        self.fields.extend_from_slice(n);
-        self.fields.extend_from_slice(b": ");
-        let value_start = self.fields.len();
-        if !push_latin1(&mut self.fields, value) {
-            self.fields.truncate(start);
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(n);
+        self.bytes.extend_from_slice(b": ");
+        let value_start = self.bytes.len();
+        if !push_latin1(&mut self.bytes, value) {
+            self.bytes.truncate(start);
             return Err(ResponseError::NotLatin1 { index });
         }
-        if !valid_field_value(&self.fields[value_start..]) {
-            self.fields.truncate(start);
+        if !valid_field_value(&self.bytes[value_start..]) {
+            self.bytes.truncate(start);
             return Err(ResponseError::BadHeaderValue { index });
         }
         if name.eq_ignore_ascii_case("content-length") {
@@ -101,16 +116,16 @@ impl ResponseHead {
                 .then(|| v.iter().fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0')));
             match (parsed, self.content_length) {
                 (None, _) => {
-                    self.fields.truncate(start);
+                    self.bytes.truncate(start);
                     return Err(ResponseError::BadContentLength { index });
                 }
                 (Some(a), Some(b)) if a != b => {
-                    self.fields.truncate(start);
+                    self.bytes.truncate(start);
                     return Err(ResponseError::BadContentLength { index });
                 }
                 (Some(_), Some(_)) => {
                     // An equal repeat adds nothing; keep a single field on the wire.
-                    self.fields.truncate(start);
+                    self.bytes.truncate(start);
                     return Ok(());
                 }
                 (Some(a), None) => self.content_length = Some(a),
@@ -118,28 +133,29 @@ impl ResponseHead {
         }
         self.has_date |= name.eq_ignore_ascii_case("date");
         self.has_server |= name.eq_ignore_ascii_case("server");
-        self.fields.extend_from_slice(b"\r\n");
+        self.bytes.extend_from_slice(b"\r\n");
         Ok(())
     }
 
     /// Builds the plain-text head the server sends for its own error responses: the status
     /// with `Content-Type: text/plain; charset=utf-8` and the given Content-Length.
     pub fn plain_text(status: u16, reason: &str, content_length: u64) -> ResponseHead {
-        let mut status_line = Vec::with_capacity(4 + reason.len());
+        let mut bytes = Vec::with_capacity(96 + reason.len());
         let mut code = itoa::Buffer::new();
-        status_line.extend_from_slice(code.format(status.clamp(100, 999)).as_bytes());
-        status_line.push(b' ');
+        bytes.extend_from_slice(code.format(status.clamp(100, 999)).as_bytes());
+        bytes.push(b' ');
         if reason.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
-            status_line.extend_from_slice(reason.as_bytes());
+            bytes.extend_from_slice(reason.as_bytes());
         }
-        let mut fields = Vec::with_capacity(80);
-        fields.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
-        fields.extend_from_slice(itoa::Buffer::new().format(content_length).as_bytes());
-        fields.extend_from_slice(b"\r\n");
+        bytes.extend_from_slice(b"\r\n");
+        let fields_at = bytes.len();
+        bytes.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+        bytes.extend_from_slice(itoa::Buffer::new().format(content_length).as_bytes());
+        bytes.extend_from_slice(b"\r\n");
         ResponseHead {
             status,
-            status_line,
-            fields,
+            bytes,
+            fields_at,
             content_length: Some(content_length),
             has_date: false,
             has_server: false,
@@ -153,7 +169,7 @@ impl ResponseHead {
 
     /// Returns the reason phrase as latin-1 bytes.
     pub fn reason(&self) -> &[u8] {
-        self.status_line.get(4..).unwrap_or_default()
+        self.bytes.get(4..self.fields_at - 2).unwrap_or_default()
     }
 
     /// Returns the Content-Length the application declared, if any.
@@ -165,16 +181,16 @@ impl ResponseHead {
     /// whole body in advance (a result list of one item).
     pub fn set_content_length_if_absent(&mut self, n: u64) {
         if self.content_length.is_none() {
-            self.fields.extend_from_slice(b"Content-Length: ");
-            self.fields.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            self.fields.extend_from_slice(b"\r\n");
+            self.bytes.extend_from_slice(b"Content-Length: ");
+            self.bytes.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            self.bytes.extend_from_slice(b"\r\n");
             self.content_length = Some(n);
         }
     }
 
     /// Returns the header fields as `(name, value)` byte pairs, in the order given.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields.split(|&b| b == b'\n').filter_map(|line| line.strip_suffix(b"\r")).filter_map(
+        self.fields().split(|&b| b == b'\n').filter_map(|line| line.strip_suffix(b"\r")).filter_map(
             |line| {
                 let colon = memchr::memchr(b':', line)?;
                 Some((&line[..colon], line.get(colon + 2..).unwrap_or_default()))
@@ -186,9 +202,8 @@ impl ResponseHead {
     /// out where RFC 9110 §8.6 forbids one (1xx and 204).
     pub(crate) fn write_status_and_fields(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(&self.status_line);
-        out.extend_from_slice(b"\r\n");
         if self.content_length.is_some() && (self.status < 200 || self.status == 204) {
+            out.extend_from_slice(&self.bytes[..self.fields_at]);
             for (name, value) in self.headers() {
                 if !name.eq_ignore_ascii_case(b"content-length") {
                     out.extend_from_slice(name);
@@ -198,8 +213,13 @@ impl ResponseHead {
                 }
             }
         } else {
-            out.extend_from_slice(&self.fields);
+            out.extend_from_slice(&self.bytes);
         }
+    }
+
+    /// The `Name: value\r\n` lines.
+    fn fields(&self) -> &[u8] {
+        self.bytes.get(self.fields_at..).unwrap_or_default()
     }
 
     pub(crate) fn has_date(&self) -> bool {
@@ -272,7 +292,7 @@ pub struct StartResponse {
 enum StartState {
     #[default]
     NotCalled,
-    Called(Box<ResponseHead>),
+    Called(ResponseHead),
     Sent,
 }
 
@@ -293,7 +313,7 @@ impl StartResponse {
     pub fn start(&mut self, head: ResponseHead, with_exc_info: bool) -> Result<(), StartError> {
         match (&self.state, with_exc_info) {
             (StartState::NotCalled, _) | (StartState::Called(_), true) => {
-                self.state = StartState::Called(Box::new(head));
+                self.state = StartState::Called(head);
                 Ok(())
             }
             (StartState::Called(_), false) => Err(StartError::AlreadyCalled),
@@ -351,7 +371,7 @@ impl StartResponse {
 
     fn take(&mut self) -> Option<ResponseHead> {
         match std::mem::replace(&mut self.state, StartState::Sent) {
-            StartState::Called(head) => Some(*head),
+            StartState::Called(head) => Some(head),
             _ => None,
         }
     }
