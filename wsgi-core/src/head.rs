@@ -443,8 +443,9 @@ fn validate(
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        let id = names::lookup(name);
-        fields.push(Field { name: Span::of(head, name), value: Span::of(head, h.value), id });
+        let name_span = Span::of(head, name);
+        let id = names::lookup_in(head, name_span.start as usize, name.len());
+        fields.push(Field { name: name_span, value: Span::of(head, h.value), id });
         match id {
             names::HOST => {
                 host_count += 1;
@@ -502,7 +503,7 @@ fn split_target(
     method: &[u8],
     t: &[u8],
 ) -> Result<(TargetForm, Option<Range2>, Range2, Option<Range2>), ProtocolError> {
-    if t.contains(&b'#') {
+    if memchr::memchr(b'#', t).is_some() {
         return Err(ProtocolError::BadTarget);
     }
     let path_and_query = |from: usize| {

@@ -12,6 +12,7 @@ pub(crate) const EXPECT: u8 = 2;
 pub(crate) const CONTENT_LENGTH: u8 = 3;
 pub(crate) const CONTENT_TYPE: u8 = 5;
 pub(crate) const COOKIE: u8 = 6;
+#[cfg_attr(not(feature = "python"), allow(dead_code))] // the bridge keeps credentials out of its caches
 pub(crate) const AUTHORIZATION: u8 = 14;
 pub(crate) const X_FORWARDED_FOR: u8 = 38;
 pub(crate) const X_FORWARDED_PROTO: u8 = 39;
@@ -19,10 +20,14 @@ pub(crate) const X_FORWARDED_HOST: u8 = 40;
 pub(crate) const X_FORWARDED_PORT: u8 = 41;
 pub(crate) const X_FORWARDED_PREFIX: u8 = 42;
 pub(crate) const FORWARDED: u8 = 48;
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
 pub(crate) const PROXY_AUTHORIZATION: u8 = 57;
 
 /// Known names (lowercase) and their environ keys, by id.
-pub(crate) static NAMES: [(&str, &str); 62] = [
+pub(crate) static NAMES: [(&str, &str); 62] = NAME_LIST;
+
+/// [`NAMES`], as a constant the tables below are computed from at compile time.
+const NAME_LIST: [(&str, &str); 62] = [
     ("host", "HTTP_HOST"),
     ("connection", "HTTP_CONNECTION"),
     ("expect", "HTTP_EXPECT"),
@@ -87,52 +92,114 @@ pub(crate) static NAMES: [(&str, &str); 62] = [
     ("warning", "HTTP_WARNING"),
 ];
 
-/// The slot of a name in [`BY_HASH`]: its length and four of its bytes, lowercased, mixed
-/// multiplicatively. The multiplier was searched for so that no two names in [`NAMES`] share a
-/// slot.
-fn slot(name: &[u8]) -> usize {
-    const M: u32 = 0x9e378e13;
-    let lower = |i: usize| u32::from(name.get(i).copied().unwrap_or(0) | 0x20);
-    let n = name.len();
-    let mut x = n as u32;
-    for byte in [lower(0), lower(n.wrapping_sub(1)), lower(n / 2), lower(n.wrapping_sub(2))] {
-        x = x.wrapping_mul(M).wrapping_add(byte);
-    }
-    (x.wrapping_mul(M) >> 24) as usize
+/// Bit 0x20 in every byte: lowercases an ASCII letter.
+const LOWER: u64 = 0x2020_2020_2020_2020;
+
+/// The multiplier of [`slot`], searched for so that no two names of [`NAMES`] share a slot (the
+/// build fails if they do: see [`BY_HASH`]).
+const M: u64 = 0x7a41_6ffa_b620_2b3b;
+
+/// A name's length and its first and last eight bytes as little-endian words, each byte with
+/// bit 0x20 set; bytes past the end of a shorter name are zero (and its last word is its
+/// first).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Words {
+    len: usize,
+    first: u64,
+    last: u64,
 }
+
+/// [`Words`] byte by byte; `const` for the tables.
+const fn words_of(name: &[u8]) -> Words {
+    let n = name.len();
+    let mut first = 0u64;
+    let mut i = 0;
+    while i < 8 && i < n {
+        first |= ((name[i] | 0x20) as u64) << (8 * i);
+        i += 1;
+    }
+    let mut last = first;
+    if n >= 8 {
+        last = 0;
+        let mut j = 0;
+        while j < 8 {
+            last |= ((name[n - 8 + j] | 0x20) as u64) << (8 * j);
+            j += 1;
+        }
+    }
+    Words { len: n, first, last }
+}
+
+/// The slot of a name in [`BY_HASH`]: one multiplication of its [`Words`] mixed.
+const fn slot(w: Words) -> usize {
+    ((w.first ^ w.last.rotate_left(23)).wrapping_add(w.len as u64).wrapping_mul(M) >> 56) as usize
+}
+
+/// The [`Words`] of each known name, by id.
+static KNOWN: [Words; 62] = {
+    let mut table = [Words { len: 0, first: 0, last: 0 }; 62];
+    let mut id = 0;
+    while id < NAME_LIST.len() {
+        table[id] = words_of(NAME_LIST[id].0.as_bytes());
+        id += 1;
+    }
+    table
+};
 
 /// The id in each slot, or [`UNKNOWN`].
-static BY_HASH: [u8; 256] = [
-    255, 9, 36, 255, 255, 5, 255, 255, 255, 44, 255, 255, 255, 255, 25, 255, 4, 255, 255, 14, 255,
-    255, 59, 28, 255, 255, 255, 255, 20, 255, 255, 255, 255, 6, 255, 50, 22, 255, 255, 255, 255,
-    255, 8, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 1, 255, 255, 255, 18, 255, 40, 255,
-    38, 255, 255, 57, 255, 35, 255, 255, 255, 255, 3, 255, 255, 255, 255, 255, 255, 255, 37, 255,
-    255, 255, 255, 255, 39, 255, 53, 255, 255, 255, 255, 255, 255, 255, 255, 26, 255, 255, 2, 255,
-    255, 255, 255, 255, 255, 24, 255, 255, 255, 255, 255, 255, 255, 255, 23, 255, 255, 255, 255,
-    255, 255, 255, 31, 255, 7, 255, 255, 255, 21, 255, 51, 255, 255, 30, 16, 255, 42, 43, 255, 17,
-    255, 255, 255, 255, 255, 255, 56, 255, 255, 255, 255, 255, 255, 255, 255, 41, 255, 12, 255,
-    255, 10, 29, 255, 255, 255, 255, 255, 255, 255, 255, 47, 255, 48, 255, 255, 255, 255, 255, 255,
-    46, 255, 27, 255, 255, 33, 255, 255, 255, 255, 255, 255, 255, 61, 60, 255, 255, 255, 0, 255,
-    255, 255, 255, 255, 11, 255, 255, 255, 255, 255, 32, 255, 58, 255, 255, 255, 255, 255, 255, 55,
-    255, 255, 255, 52, 255, 255, 19, 255, 15, 255, 255, 255, 255, 49, 45, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 13, 255, 34, 255, 54, 255, 255, 255,
-];
-
-/// Returns the id of `name` (ASCII case-insensitive), or [`UNKNOWN`]: one slot, one compare.
-pub(crate) fn lookup(name: &[u8]) -> u8 {
-    let id = BY_HASH[slot(name)];
-    match NAMES.get(usize::from(id)) {
-        Some((known, _)) if eq_token_lowercase(name, known.as_bytes()) => id,
-        _ => UNKNOWN,
+static BY_HASH: [u8; 256] = {
+    let mut table = [UNKNOWN; 256];
+    let mut id = 0;
+    while id < NAME_LIST.len() {
+        let at = slot(words_of(NAME_LIST[id].0.as_bytes()));
+        assert!(table[at] == UNKNOWN, "two known header names share a slot: search another M");
+        table[at] = id as u8;
+        id += 1;
     }
+    table
+};
+
+/// Returns the id of `name` (ASCII case-insensitive), or [`UNKNOWN`].
+pub(crate) fn lookup(name: &[u8]) -> u8 {
+    find(words_of(name), name)
 }
 
-/// Compares a header name (a token, as httparse guarantees) with a known name, ASCII
-/// case-insensitively. Exact for these inputs: every byte of a known name (`a-z`, `0-9`, `-`)
-/// has bit 0x20 set, and setting that bit maps no token byte other than an uppercase letter onto
-/// one of them.
-fn eq_token_lowercase(name: &[u8], known: &[u8]) -> bool {
-    eq_with_bits_set(name, known, 0x20)
+/// [`lookup`] of the header name `head[start..start + len]` (a token, as httparse guarantees),
+/// reading its first and last eight bytes as two words where the head has them around it
+/// (it always does but for a name of under three bytes ending it): some 12 names per request,
+/// and hashing a byte at a time was a tenth of the request path.
+pub(crate) fn lookup_in(head: &[u8], start: usize, len: usize) -> u8 {
+    let end = start + len;
+    let name = head.get(start..end).unwrap_or_default();
+    let first = head.get(start..start + 8);
+    let last = end.checked_sub(8).and_then(|at| head.get(at..end));
+    let (Some(first), Some(last)) = (first, last) else { return lookup(name) };
+    let keep = if len >= 8 { u64::MAX } else { (1u64 << (8 * len)) - 1 };
+    let first = (word(first) | LOWER) & keep;
+    let last = if len >= 8 { word(last) | LOWER } else { first };
+    find(Words { len, first, last }, name)
+}
+
+fn word(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
+/// The bytes of a name between its first and last eight.
+fn middle(name: &[u8]) -> &[u8] {
+    name.get(8..name.len().saturating_sub(8)).unwrap_or_default()
+}
+
+/// The id of the known name whose [`Words`] are `w`, confirmed against all of `name`: exact for
+/// tokens, since every byte of a known name (`a-z`, `0-9`, `-`) has bit 0x20 set and setting
+/// that bit maps no token byte other than an uppercase letter onto one of them.
+fn find(w: Words, name: &[u8]) -> u8 {
+    let id = BY_HASH[slot(w)];
+    let Some(known) = KNOWN.get(usize::from(id)) else { return UNKNOWN };
+    // The two words cover a name of up to 16 bytes; the middle of a longer one is compared.
+    let same = *known == w
+        && (w.len <= 16
+            || eq_with_bits_set(middle(name), middle(NAMES[usize::from(id)].0.as_bytes()), 0x20));
+    if same { id } else { UNKNOWN }
 }
 
 /// Whether `a`, with the bits of `set` set in each byte, equals `b` (with `set` 0: `a == b`);
@@ -191,5 +258,71 @@ mod tests {
         assert_eq!(lookup(b"X-Forwarded-Port"), lookup(b"x-forwarded-port"));
         assert_ne!(lookup(b"x-forwarded-port"), lookup(b"x-forwarded-host"));
         assert_eq!(lookup(b""), UNKNOWN);
+    }
+
+    /// What [`lookup`] must return for a token: the known name equal to it ignoring ASCII case.
+    fn reference(name: &[u8]) -> u8 {
+        NAMES
+            .iter()
+            .position(|(known, _)| known.as_bytes().eq_ignore_ascii_case(name))
+            .map_or(UNKNOWN, |id| id as u8)
+    }
+
+    /// Both lookups of `name`, the fast one with the name inside a request head and at its
+    /// very end (where its words cannot be read around it).
+    fn check(name: &[u8]) {
+        let expected = reference(name);
+        assert_eq!(lookup(name), expected, "{:?}", String::from_utf8_lossy(name));
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        let start = head.len();
+        head.extend_from_slice(name);
+        assert_eq!(lookup_in(&head, start, name.len()), expected, "at the end: {name:?}");
+        head.extend_from_slice(b": v\r\n\r\n");
+        assert_eq!(lookup_in(&head, start, name.len()), expected, "in a head: {name:?}");
+        assert_eq!(lookup_in(name, 0, name.len()), expected, "alone: {name:?}");
+    }
+
+    #[test]
+    fn the_fast_lookup_agrees_with_a_plain_search() {
+        for (known, _) in NAMES {
+            let known = known.as_bytes();
+            let upper = known.to_ascii_uppercase();
+            check(known);
+            check(&upper);
+            check(&known[..known.len() - 1]);
+            check(&known[1..]);
+            check(&[known, b"x"].concat());
+            check(&[b"x", known].concat());
+            // One byte changed anywhere: the middle of a long name too.
+            for at in 0..known.len() {
+                let mut changed = known.to_vec();
+                changed[at] = if changed[at] == b'q' { b'z' } else { b'q' };
+                check(&changed);
+                changed[at] = b'_';
+                check(&changed);
+            }
+        }
+        for name in [&b""[..], b"a", b"te", b"TE", b"t", b"x-forwarded-", b"sec-fetch-"] {
+            check(name);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_token_looks_up_as_a_plain_search_finds_it(
+            name in "[a-zA-Z0-9!#$%&'*+.^_`|~-]{0,40}",
+            known in 0..NAMES.len(),
+            case in proptest::collection::vec(proptest::bool::ANY, 40),
+        ) {
+            check(name.as_bytes());
+            // A known name in random case.
+            let mixed: Vec<u8> = NAMES[known]
+                .0
+                .bytes()
+                .zip(&case)
+                .map(|(b, &up)| if up { b.to_ascii_uppercase() } else { b })
+                .collect();
+            check(&mixed);
+        }
     }
 }
