@@ -80,6 +80,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// The request's log label (`GET /path`).
+    pub(crate) fn label(&self) -> String {
+        self.request.label().into_owned()
+    }
+}
+
+impl State {
     fn new(environ: Environ) -> State {
         State {
             start: StartResponse::new(),
@@ -129,13 +136,24 @@ impl Exchange {
     }
 
     /// Logs `message` with the application and request it concerns.
+    ///
+    /// A `wsgi.errors` line the application left without its newline goes out first: the
+    /// application's own output comes before what the bridge says about the request.
     pub(crate) fn log(&self, level: Level, message: &str) {
-        let label = self.state().request.label().into_owned();
+        let (label, unterminated) = {
+            let mut state = self.state();
+            let unterminated =
+                (!state.errors.is_empty()).then(|| std::mem::take(&mut state.errors));
+            (state.request.label().into_owned(), unterminated)
+        };
+        if let Some(line) = unterminated {
+            self.log_as(&label, Level::Error, &line);
+        }
         self.log_as(&label, level, message);
     }
 
     /// Logs `message` for the request labelled `label`.
-    fn log_as(&self, label: &str, level: Level, message: &str) {
+    pub(crate) fn log_as(&self, label: &str, level: Level, message: &str) {
         let line = format!("{label} [{}]: {message}", self.app);
         self.log.log(level, &line);
     }
@@ -297,38 +315,57 @@ impl Exchange {
     pub(crate) fn fail(&self, py: Python<'_>, what: &str, error: Option<PyErr>) {
         // A failure that followed the client's own (a vanished client, a malformed body) is
         // the client's doing: routine, and the application's traceback would only mislead.
-        let (client_fault, outcome, head_sent) = {
-            let state = self.state();
-            (state.client_fault.clone(), state.outcome, state.start.is_sent())
-        };
+        let client_fault = self.state().client_fault.clone();
         let (level, message) = match (client_fault, error) {
             (Some(fault), _) => (Level::Info, format!("{fault}; the application stopped: {what}")),
             (None, Some(e)) => (Level::Error, format!("{what}:\n{}", format_exception(py, &e))),
             (None, None) => (Level::Error, what.to_owned()),
         };
-        if outcome != Outcome::Open {
-            self.log(level, &message);
-            return;
+        // Only now: formatting the exception ran Python code (its `__str__`, finalizers), which
+        // may have used the request's objects, `write()` included.
+        enum Next {
+            Nothing,
+            Abort,
+            Answer500,
         }
-        if head_sent {
-            self.log(level, &format!("{message} (after the response head; connection aborted)"));
-            let _ = self.with_io(py, |io| {
-                io.abort();
-                Ok(())
-            });
-            self.state().outcome = Outcome::Broken;
-            return;
+        let next = {
+            let mut state = self.state();
+            if state.outcome != Outcome::Open {
+                Next::Nothing
+            } else if state.start.is_sent() {
+                state.outcome = Outcome::Broken;
+                Next::Abort
+            } else {
+                state.start = StartResponse::new();
+                Next::Answer500
+            }
+        };
+        match next {
+            Next::Nothing => self.log(level, &message),
+            Next::Abort => {
+                self.log(
+                    level,
+                    &format!("{message} (after the response head; connection aborted)"),
+                );
+                let _ = self.with_io(py, |io| {
+                    io.abort();
+                    Ok(())
+                });
+            }
+            Next::Answer500 => {
+                self.log(level, &message);
+                const BODY: &[u8] = b"Internal Server Error\n";
+                let head =
+                    ResponseHead::plain_text(500, "Internal Server Error", BODY.len() as u64);
+                let sent = self.with_io(py, |io| {
+                    io.send_head(&head)?;
+                    io.send_body(BODY)?;
+                    io.send_end()
+                });
+                self.state().outcome =
+                    if sent.is_ok() { Outcome::Finished } else { Outcome::Broken };
+            }
         }
-        self.log(level, &message);
-        self.state().start = StartResponse::new();
-        const BODY: &[u8] = b"Internal Server Error\n";
-        let head = ResponseHead::plain_text(500, "Internal Server Error", BODY.len() as u64);
-        let sent = self.with_io(py, |io| {
-            io.send_head(&head)?;
-            io.send_body(BODY)?;
-            io.send_end()
-        });
-        self.state().outcome = if sent.is_ok() { Outcome::Finished } else { Outcome::Broken };
     }
 
     /// Releases the connection: later calls through lingering Python objects see it gone. The

@@ -174,7 +174,7 @@ impl WsgiErrors {
 
     fn emit_lines(&self, flush: bool) {
         let mut lines = Vec::new();
-        {
+        let label = {
             let mut state = self.exchange.state();
             let pending = &mut state.errors;
             while let Some(i) = pending.find('\n') {
@@ -184,9 +184,13 @@ impl WsgiErrors {
             if flush && !pending.is_empty() {
                 lines.push(std::mem::take(pending));
             }
-        }
+            if lines.is_empty() {
+                return;
+            }
+            state.label()
+        };
         for line in lines {
-            self.exchange.log(Level::Error, &line);
+            self.exchange.log_as(&label, Level::Error, &line);
         }
     }
 }

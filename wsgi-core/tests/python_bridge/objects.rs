@@ -126,3 +126,49 @@ fn request_objects_are_reused_only_when_the_application_let_go_of_them() {
         }
     }
 }
+
+/// Keeping only the `write()` callable, or only a bound method of a stream, keeps the whole set
+/// away from the next request.
+#[test]
+fn keeping_one_object_keeps_the_set_from_the_next_request() {
+    let app = TestApp::new(
+        "t_objects_keep_one",
+        r#"
+KEPT = []
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    if path == "/keep-write":
+        KEPT.append(("write", write))
+    if path == "/keep-read":
+        KEPT.append(("read", environ["wsgi.input"].read))
+    if path == "/late":
+        for kind, late in KEPT:
+            try:
+                got = late(b"LEAK") if kind == "write" else late()
+                event(kind, "returned", got)
+            except OSError:
+                event(kind, "raised OSError")
+        KEPT.clear()
+    return [path.encode()]
+"#,
+    );
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    let requests = [get("/keep-write"), get("/keep-read"), get("/late")].concat();
+    let served = app.serve(Raw, &Client::new(&[requests.as_bytes()]));
+    let wire = String::from_utf8_lossy(&served.wire).into_owned();
+    assert_eq!(wire.matches("HTTP/1.1 200 OK").count(), 3, "{wire}");
+    assert!(!wire.contains("LEAK"), "{wire}");
+    assert!(wire.ends_with("/late"), "{wire}");
+    // The kept write() refuses (its response ended); the kept read() finds its body's end or
+    // its connection gone: neither reaches /late's.
+    assert_eq!(served.events[0], "write raised OSError", "{:#?}", served.events);
+    assert!(
+        ["read raised OSError", "read returned b''"].contains(&served.events[1].as_str()),
+        "{:#?}",
+        served.events
+    );
+    assert_eq!(served.events.len(), 2, "{:#?}", served.events);
+}

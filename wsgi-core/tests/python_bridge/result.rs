@@ -261,6 +261,59 @@ def app(environ, start_response):
     }
 }
 
+/// Formatting the exception runs Python code (here its `__str__`) that sends the head: the
+/// bridge decides between a 500 and an abort only after it, and aborts.
+#[test]
+fn an_exception_whose_message_sends_the_head_aborts_the_connection() {
+    let app = TestApp::new(
+        "t_raise_writes",
+        r#"
+class Sneaky(Exception):
+    def __init__(self, write):
+        self.write = write
+
+    def __str__(self):
+        self.write(b"partial")
+        return "sneaky"
+
+
+def app(environ, start_response):
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    raise Sneaky(write)
+"#,
+    );
+    let served = app.serve(Raw, &Client::get("/"));
+    assert!(served.aborted && served.closed, "{}", String::from_utf8_lossy(&served.wire));
+    assert!(!String::from_utf8_lossy(&served.wire).contains("500"));
+    let line = served.one_error();
+    assert!(
+        line.ends_with("Sneaky: sneaky (after the response head; connection aborted)"),
+        "{line}"
+    );
+}
+
+/// A `wsgi.errors` line without its newline, written before the app failed, is logged before
+/// the bridge's line about the failure.
+#[test]
+fn the_apps_unterminated_error_line_comes_before_the_bridges() {
+    let app = TestApp::new(
+        "t_errors_order",
+        r#"
+def app(environ, start_response):
+    environ["wsgi.errors"].write("about to fail")
+    return [b"no start_response"]
+"#,
+    );
+    for v in BOTH {
+        let served = app.serve(v, &Client::get("/order"));
+        served.assert_wire(ERROR_500);
+        let tag = format!("GET /order [t_errors_order:{}]: ", v.attr());
+        assert_eq!(served.log.len(), 2, "{:#?}", served.log);
+        assert_eq!(served.log[0], (Level::Error, format!("{tag}about to fail")));
+        assert!(served.log[1].1.starts_with(&tag), "{:#?}", served.log);
+    }
+}
+
 #[test]
 fn a_body_shorter_than_its_content_length_closes_the_connection() {
     let app = TestApp::new(
