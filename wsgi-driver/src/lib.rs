@@ -23,7 +23,7 @@ mod gate;
 pub mod rt;
 
 pub use exchange::{BodyStep, Exchange};
-pub use gate::{Gate, STALL, Seat};
+pub use gate::{Gate, SHORT, STALL, Seat};
 
 /// How a server runs: the same fields for every adapter.
 #[non_exhaustive]
