@@ -26,7 +26,8 @@
 //! not read stops the application (backpressure), nothing buffers a whole body, and the task
 //! gives up on the client after [`ServerConfig::io_timeout`]. App threads take jobs through a
 //! [`Gate`], which keeps an application that runs one thread at a time (the GIL)
-//! on as few threads as keep up.
+//! on as few threads as keep up: two while requests are short
+//! ([`Gate::pairing_short_requests`]), since a request ends on the runtime's thread.
 //!
 //! The runtime is abstracted by three small traits, in the spirit of hyper's `rt` module:
 //! [`Runtime`] (spawn, timers), [`Socket`] (readiness and non-blocking I/O on an fd) and
