@@ -407,27 +407,22 @@ mod tests {
         for _ in 0..JOBS {
             tx.send(()).unwrap();
         }
+        // An app thread: serves until the queue closes; returns how many it served.
+        let serve = || {
+            let mut seat = gate.seat();
+            let mut served = 0;
+            while seat.next(&mut || rx.recv().ok()).is_some() {
+                served += 1;
+            }
+            served
+        };
         thread::scope(|scope| {
-            let first = scope.spawn(|| {
-                let mut seat = gate.seat();
-                let mut served = 0;
-                while seat.next(&mut || rx.recv().ok()).is_some() {
-                    served += 1;
-                }
-                served
-            });
+            let first = scope.spawn(serve);
             // The first thread has served them all and waits in `take` (the queue is empty).
             while !rx.is_empty() || gate.lock().busy() > 0 || gate.lock().finished < JOBS {
                 thread::sleep(Duration::from_millis(1));
             }
-            let second = scope.spawn(|| {
-                let mut seat = gate.seat();
-                let mut served = 0;
-                while seat.next(&mut || rx.recv().ok()).is_some() {
-                    served += 1;
-                }
-                served
-            });
+            let second = scope.spawn(serve);
             let deadline = Instant::now() + Duration::from_millis(300);
             while gate.lock().holders < 2 && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(1));
