@@ -136,7 +136,10 @@ const fn slot(w: Words) -> usize {
 }
 
 /// The [`Words`] of each known name, by id.
-static KNOWN: [Words; 62] = {
+static KNOWN: [Words; 62] = KNOWN_WORDS;
+
+/// [`KNOWN`], as a constant [`BY_HASH`] is computed from.
+const KNOWN_WORDS: [Words; 62] = {
     let mut table = [Words { len: 0, first: 0, last: 0 }; 62];
     let mut id = 0;
     while id < NAME_LIST.len() {
@@ -150,8 +153,8 @@ static KNOWN: [Words; 62] = {
 static BY_HASH: [u8; 256] = {
     let mut table = [UNKNOWN; 256];
     let mut id = 0;
-    while id < NAME_LIST.len() {
-        let at = slot(words_of(NAME_LIST[id].0.as_bytes()));
+    while id < KNOWN_WORDS.len() {
+        let at = slot(KNOWN_WORDS[id]);
         assert!(table[at] == UNKNOWN, "two known header names share a slot: search another M");
         table[at] = id as u8;
         id += 1;
@@ -180,6 +183,7 @@ pub(crate) fn lookup_in(head: &[u8], start: usize, len: usize) -> u8 {
     find(Words { len, first, last }, name)
 }
 
+/// Eight bytes as a little-endian word (zero unless `bytes` has exactly eight).
 fn word(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
 }
@@ -211,7 +215,6 @@ pub(crate) fn eq_with_bits_set(a: &[u8], b: &[u8], set: u8) -> bool {
         return false;
     }
     let set_word = u64::from_ne_bytes([set; 8]);
-    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().unwrap_or([0; 8]));
     let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
     for (x, y) in (&mut wa).zip(&mut wb) {
         if word(x) | set_word != word(y) {

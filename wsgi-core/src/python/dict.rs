@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::objects::RequestObjects;
-use super::{PyApplication, strings};
+use super::{PyApplication, put_local, strings, take_local};
 use crate::environ::{CgiKey, Environ, RawKey, Scheme};
 use crate::names;
 
@@ -75,11 +75,7 @@ impl PyApplication {
         environ: &Environ,
     ) -> PyResult<Bound<'py, PyDict>> {
         // Taken out while in use; an error leaves the thread without shapes, to be rebuilt.
-        let mut shapes = THREAD_SHAPES
-            .try_with(|shapes| shapes.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)))
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        let mut shapes = take_local(&THREAD_SHAPES);
         // The entries whose values the shape does not hold: changed ones, and credentials.
         let mut pending = Vec::new();
         let scheme = environ.scheme();
@@ -115,11 +111,7 @@ impl PyApplication {
                 dict.set_item(self.key(py, key), PyString::new(py, utf8(text)))?;
             }
         }
-        let _ = THREAD_SHAPES.try_with(|slot| {
-            if let Ok(mut slot) = slot.try_borrow_mut() {
-                *slot = shapes;
-            }
-        });
+        put_local(&THREAD_SHAPES, shapes);
         Ok(dict)
     }
 
@@ -211,12 +203,12 @@ impl PyApplication {
                 continue;
             }
             // RAW_URI and REQUEST_URI are one slice of the environ: one str.
+            let value_text = utf8(value);
             let object = match previous {
                 Some((t, o)) if std::ptr::eq(t, value) => o,
-                _ => strings::value(py, utf8(value), false),
+                _ => strings::value(py, value_text, false),
             };
             dict.set_item(self.key(py, key), &object)?;
-            let value_text = utf8(value);
             recorded
                 .push(Entry { key: recorded_key, value: Some(push_text(&mut text, value_text)) });
             previous = Some((value, object));

@@ -84,9 +84,13 @@ impl State {
     pub(crate) fn label(&self) -> String {
         self.request.label().into_owned()
     }
-}
 
-impl State {
+    /// A `wsgi.errors` line the application left without its newline, taken out to be logged
+    /// (with the label it goes under).
+    fn take_unterminated(&mut self) -> Option<(String, String)> {
+        (!self.errors.is_empty()).then(|| (std::mem::take(&mut self.errors), self.label()))
+    }
+
     fn new(environ: Environ) -> State {
         State {
             start: StartResponse::new(),
@@ -142,14 +146,16 @@ impl Exchange {
     pub(crate) fn log(&self, level: Level, message: &str) {
         let (label, unterminated) = {
             let mut state = self.state();
-            let unterminated =
-                (!state.errors.is_empty()).then(|| std::mem::take(&mut state.errors));
-            (state.request.label().into_owned(), unterminated)
+            (state.label(), state.take_unterminated())
         };
-        if let Some(line) = unterminated {
+        self.log_unterminated(unterminated);
+        self.log_as(&label, level, message);
+    }
+
+    fn log_unterminated(&self, unterminated: Option<(String, String)>) {
+        if let Some((line, label)) = unterminated {
             self.log_as(&label, Level::Error, &line);
         }
-        self.log_as(&label, level, message);
     }
 
     /// Logs `message` for the request labelled `label`.
@@ -377,18 +383,14 @@ impl Exchange {
     pub(crate) fn release(&self, lingering: bool, flush_errors: bool) -> Option<Box<dyn AppIo>> {
         let unterminated = {
             let mut state = self.state();
-            let unterminated = (flush_errors && !state.errors.is_empty())
-                .then(|| (std::mem::take(&mut state.errors), state.request.label().into_owned()));
+            let unterminated = if flush_errors { state.take_unterminated() } else { None };
             if let Request::Environ(_) = &state.request {
-                let label =
-                    if lingering { state.request.label().into_owned() } else { String::new() };
+                let label = if lingering { state.label() } else { String::new() };
                 state.request = Request::Label(label);
             }
             unterminated
         };
-        if let Some((line, label)) = unterminated {
-            self.log_as(&label, Level::Error, &line);
-        }
+        self.log_unterminated(unterminated);
         lock(&self.io).take()
     }
 }
@@ -624,11 +626,7 @@ fn remember_head(status: &Bound<'_, PyAny>, list: &Bound<'_, PyList>, head: &Res
         headers.push(item.unbind());
     }
     let cached = CachedHead { status: status.clone().unbind(), headers, head: head.clone() };
-    let _ = LAST_HEAD.try_with(|last| {
-        if let Ok(mut last) = last.try_borrow_mut() {
-            *last = Some(cached);
-        }
-    });
+    super::put_local(&LAST_HEAD, Some(cached));
 }
 
 /// Re-raises the exception in an `exc_info` triple.

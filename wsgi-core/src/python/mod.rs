@@ -16,9 +16,11 @@ mod objects;
 mod result;
 mod strings;
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::LocalKey;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
@@ -101,7 +103,8 @@ struct Consts {
     /// One interned key per [`CgiKey`], by [`CgiKey::index`].
     cgi_keys: Vec<Py<PyString>>,
     /// The interned `HTTP_*` keys of the common request headers.
-    header_keys: strings::HeaderKeys,
+    /// The environ keys of the header names `names` knows, by id.
+    header_keys: Vec<Py<PyString>>,
     http: Py<PyString>,
     https: Py<PyString>,
     /// Tells this application's per-thread environ shapes from another's.
@@ -181,7 +184,10 @@ impl PyApplication {
             consts: Consts {
                 template: template.unbind(),
                 cgi_keys,
-                header_keys: strings::HeaderKeys::new(py),
+                header_keys: crate::names::NAMES
+                    .iter()
+                    .map(|(_, key)| PyString::intern(py, key).unbind())
+                    .collect(),
                 http: PyString::intern(py, "http").unbind(),
                 https: PyString::intern(py, "https").unbind(),
                 id: IDS.fetch_add(1, Ordering::Relaxed),
@@ -196,11 +202,11 @@ impl PyApplication {
         // The dict borrows the environ; the exchange then keeps it, for the log label (formatted
         // only when a line is logged).
         let dict = self.environ_dict(py, &environ);
-        let io = match (self.request_objects(py, io, environ), dict) {
-            (Ok(objects), Ok(dict)) => {
+        let io = match self.request_objects(py, io, environ) {
+            Ok(objects) => {
                 let exchange = &objects.exchange;
-                match self.add_streams(py, &dict, &objects) {
-                    Ok(()) => {
+                match dict.and_then(|dict| self.add_streams(py, &dict, &objects).map(|()| dict)) {
+                    Ok(dict) => {
                         let start_response = objects.start_response.bind(py);
                         result::run(py, self.app.bind(py), dict, start_response, exchange);
                     }
@@ -210,11 +216,7 @@ impl PyApplication {
                 // late log lines then need the label).
                 self.finish_objects(py, objects)
             }
-            (Ok(objects), Err(e)) => {
-                objects.exchange.fail(py, "building the environ failed", Some(e));
-                self.finish_objects(py, objects)
-            }
-            (Err((exchange, e)), _) => {
+            Err((exchange, e)) => {
                 exchange.fail(py, "building the environ failed", Some(e));
                 exchange.release(false, false)
             }
@@ -237,4 +239,20 @@ impl Application for PyApplication {
     fn serializes_threads(&self) -> bool {
         self.gil
     }
+}
+
+/// Takes what an app thread keeps in `slot` (its default while the thread exits or the slot is
+/// in use), to be put back with [`put_local`] when done.
+fn take_local<T: Default>(slot: &'static LocalKey<RefCell<T>>) -> T {
+    slot.try_with(|s| s.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// Puts `value` in `slot` for the thread's next request (dropped if the thread exits).
+fn put_local<T>(slot: &'static LocalKey<RefCell<T>>, value: T) {
+    let _ = slot.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            *s = value;
+        }
+    });
 }

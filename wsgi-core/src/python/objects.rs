@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 
 use super::exchange::{Exchange, StartResponseFn};
 use super::input::{WsgiErrors, WsgiInput};
-use super::{PyApplication, input};
+use super::{PyApplication, input, put_local, take_local};
 use crate::app::AppIo;
 use crate::environ::Environ;
 
@@ -66,14 +66,8 @@ impl PyApplication {
         io: Box<dyn AppIo>,
         environ: Environ,
     ) -> Result<RequestObjects, (Arc<Exchange>, PyErr)> {
-        let kept = if self.gil {
-            KEPT.try_with(|kept| kept.try_borrow_mut().ok().and_then(|mut k| k.take()))
-                .ok()
-                .flatten()
-                .filter(|objects| objects.exchange.serves(&self.name))
-        } else {
-            None
-        };
+        let kept = if self.gil { take_local(&KEPT) } else { None };
+        let kept = kept.filter(|objects| objects.exchange.serves(&self.name));
         if let Some(objects) = kept {
             objects.exchange.begin(io, environ);
             return Ok(objects);
@@ -94,11 +88,7 @@ impl PyApplication {
             return release_lingering(exchange, Some(objects));
         }
         let io = objects.exchange.release(false, true);
-        let _ = KEPT.try_with(|kept| {
-            if let Ok(mut kept) = kept.try_borrow_mut() {
-                *kept = Some(objects);
-            }
-        });
+        put_local(&KEPT, Some(objects));
         io
     }
 }

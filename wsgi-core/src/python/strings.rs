@@ -3,10 +3,10 @@
 //! Creating a `str` through the C API (allocate, decode, later free) is the largest single cost
 //! of an environ dict, so the bridge reuses objects where it safely can:
 //!
-//! - [`HeaderKeys`]: the `HTTP_*` keys of the header names [`crate::names`] knows, interned
-//!   once per application and found by the id the parser gave the name. Keys of other headers are made per request
-//!   and not interned: a client choosing header names must not grow the interpreter's
-//!   interned-string table (immortal since CPython 3.12).
+//! - The keys: those of the CGI variables and of the header names [`crate::names`] knows are
+//!   interned once per application (`PyApplication`'s constants, by id). Keys of other headers
+//!   are made per request and not interned: a client choosing header names must not grow the
+//!   interpreter's interned-string table (immortal since CPython 3.12).
 //! - [`value`]: a small per-thread cache of recent values. Header values repeat from request to
 //!   request (the same browsers send the same `Accept`, `User-Agent`, `Host`…), and a `str` is
 //!   immutable, so handing the same object to several requests is invisible to applications.
@@ -37,24 +37,6 @@ fn slot(s: &[u8], bits: u32) -> usize {
 /// Whether the cached `s` holds exactly `text`.
 pub(crate) fn holds(s: &Bound<'_, PyString>, text: &str) -> bool {
     s.to_str().is_ok_and(|t| t == text)
-}
-
-/// The interned environ keys of the header names [`crate::names`] knows, by id.
-pub(crate) struct HeaderKeys {
-    by_id: Vec<Py<PyString>>,
-}
-
-impl HeaderKeys {
-    pub(crate) fn new(py: Python<'_>) -> HeaderKeys {
-        let by_id =
-            crate::names::NAMES.iter().map(|(_, key)| PyString::intern(py, key).unbind()).collect();
-        HeaderKeys { by_id }
-    }
-
-    /// Returns the interned key of the header name with id `id`.
-    pub(crate) fn get(&self, id: usize) -> Option<&Py<PyString>> {
-        self.by_id.get(id)
-    }
 }
 
 /// A direct-mapped cache of recent environ values, one per app thread.
