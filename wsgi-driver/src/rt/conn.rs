@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
-use wsgi_core::{Connection, Environ, Event, Job};
+use wsgi_core::{Connection, Environ, Event};
 
-use super::io::{ChannelIo, Down, Link, Up};
+use super::io::{Down, Line, Link, Up, Work, job};
 use super::{Accepted, Active, Direction, FRESH_GRACE, Runtime, Socket, server_info};
-use crate::{Exchange, http_date, with_read_buf};
+use crate::{http_date, with_read_buf};
 
 /// An armed timer.
 type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -38,6 +38,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
     let mut fresh_until = shared.is_shutting_down().then(|| Instant::now() + FRESH_GRACE);
     let mut requests = 0_u64;
     let mut link: Option<Link> = None;
+    let mut line: Option<Arc<Line<S>>> = None;
     let mut timer: Option<(Instant, Sleep)> = None;
     // The client ended its side: nothing more can arrive, so waiting for bytes is pointless.
     let mut eof = false;
@@ -56,8 +57,11 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
                 requests += 1;
                 let environ = Environ::new(&head, &info);
                 let link = link.get_or_insert_with(|| Link::new(&shared.cut));
-                let peer = info.peer();
-                match exchange(&runtime, &active, &socket, link, conn, environ, peer).await {
+                let line = line.get_or_insert_with(|| {
+                    Arc::new(Line::new(socket.clone(), link, shared.clone(), info.clone()))
+                });
+                let job = job(conn, line.clone(), environ);
+                match exchange(&runtime, &active, &socket, link, job).await {
                     Some(back) => conn = back,
                     None => break,
                 }
@@ -157,24 +161,20 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
     let _ = rustix::net::shutdown(&*socket, rustix::net::Shutdown::Both);
 }
 
-/// One request: hands the connection to an app thread and serves its I/O requests until it
-/// comes back. Returns `None` if the connection must close.
+/// One request, and those the app threads find after it ([`Work::Resume`]): hands the
+/// connection to an app thread and serves its I/O requests until it comes back. Returns `None`
+/// if the connection must close.
 async fn exchange<R: Runtime, S: Socket>(
     runtime: &R,
     active: &Active,
     socket: &Arc<S>,
     link: &mut Link,
-    conn: Connection,
-    environ: Environ,
-    peer: Option<std::net::SocketAddr>,
+    job: wsgi_core::Job,
 ) -> Option<Connection> {
     let shared = &active.0;
     let timeout = shared.config.io_timeout;
-    let ex = Exchange::new(&environ, shared.config.access_log.as_ref());
-    let io = ChannelIo::new(conn, socket.clone(), link, shared.clone(), ex, peer);
-    let job = Job { environ, io: Box::new(io) };
-    // The queue is unbounded (one job per connection at most): this never waits.
-    if shared.jobs.send(job).await.is_err() {
+    // The queue is unbounded (one item per connection at most): this never waits.
+    if shared.jobs.send(Work::Job(job)).await.is_err() {
         return None;
     }
     let Link { up, down_tx, state, on_cut, .. } = link;

@@ -1,7 +1,8 @@
 //! The app thread's side of a request: an [`AppIo`] that holds the connection, does the socket
-//! I/O itself while the socket is ready, and otherwise hands it to the connection's task.
+//! I/O itself while the socket is ready, and otherwise hands it to the connection's task; and,
+//! once the response is out, a [`Resume`] that looks for the connection's next request before
+//! the connection goes back to its task.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -9,11 +10,11 @@ use std::time::Instant;
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use event_listener::{Event as Notify, EventListener, Listener as _};
-use wsgi_core::{AppIo, AppIoError, Connection, ResponseHead};
+use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo};
 
 use super::conn::{recv, send, would_block};
 use super::{Shared, Socket};
-use crate::{BodyStep, Exchange, read_available, with_read_buf};
+use crate::{BodyStep, Exchange, http_date, read_available, with_read_buf};
 
 /// Writes queued for the task while the app thread owns the connection; at most this many (each
 /// one response piece) wait at once before the application blocks (backpressure).
@@ -109,42 +110,133 @@ impl Drop for Link {
     }
 }
 
-/// The connection, lent to an application for one request.
-pub(super) struct ChannelIo<S: Socket> {
-    conn: Option<Connection>,
+/// What the app threads hold of a connection from one request to the next: made at its first
+/// request, shared by every [`ChannelIo`] and [`Resume`] of it.
+pub(super) struct Line<S> {
     socket: Arc<S>,
     up: Sender<Up>,
     down: Receiver<Down>,
     state: Arc<LinkState>,
     shared: Arc<Shared>,
-    ex: Exchange,
-    peer: Option<SocketAddr>,
+    info: ServerInfo,
 }
 
-impl<S: Socket> ChannelIo<S> {
+impl<S: Socket> Line<S> {
     pub(super) fn new(
-        conn: Connection,
         socket: Arc<S>,
         link: &Link,
         shared: Arc<Shared>,
-        ex: Exchange,
-        peer: Option<SocketAddr>,
-    ) -> ChannelIo<S> {
-        ChannelIo {
-            conn: Some(conn),
+        info: ServerInfo,
+    ) -> Line<S> {
+        Line {
             socket,
             up: link.up_tx.clone(),
             down: link.down_rx.clone(),
             state: link.state.clone(),
             shared,
-            ex,
-            peer,
+            info,
         }
     }
 
+    /// Hands the connection back to its task, which waits for its next bytes. Never waits
+    /// (the channel is unbounded). The task may be gone (the connection was cut): then there
+    /// is nobody to tell.
+    fn give_back(&self, conn: Connection) {
+        *self.state.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+        let _ = self.up.try_send(Up::Done);
+    }
+}
+
+/// The start of a request's exchange: the job for an app thread.
+pub(super) fn job<S: Socket>(conn: Connection, line: Arc<Line<S>>, environ: Environ) -> Job {
+    let ex = Exchange::new(&environ, line.shared.config.access_log.as_ref());
+    Job { environ, io: Box::new(ChannelIo { conn: Some(conn), line, ex }) }
+}
+
+/// What an app thread takes from the queue.
+pub(super) enum Work {
+    /// A request its connection's task read.
+    Job(Job),
+    /// A connection whose response just went out, queued behind the work already waiting.
+    /// By its turn a busy client's next request has usually arrived: the app thread reads
+    /// and serves it at once, and the connection's task is not woken between the two
+    /// requests. Otherwise the connection goes back to its task.
+    Resume(Box<dyn Advance>),
+}
+
+/// A [`Resume`] with its socket type erased, so that one queue carries every kind.
+pub(super) trait Advance: Send {
+    /// Reads what the socket has, without blocking. Returns the job for the connection's next
+    /// request if it is complete, and otherwise hands the connection back to its task.
+    fn advance(self: Box<Self>) -> Option<Job>;
+}
+
+/// A connection between two requests, on its way through the app threads' queue.
+pub(super) struct Resume<S: Socket> {
+    /// `None` once given on (to a job, or back to the task).
+    conn: Option<Connection>,
+    line: Arc<Line<S>>,
+}
+
+impl<S: Socket> Advance for Resume<S> {
+    fn advance(mut self: Box<Self>) -> Option<Job> {
+        let line = &self.line;
+        let shared = &line.shared;
+        // Anything but a plain kept-alive connection is the task's to handle: a failure, a
+        // shutdown (its rules for what arrives now), writes still queued for the client.
+        if line.state.is_failed()
+            || shared.is_shutting_down()
+            || line.state.queued.load(Ordering::Acquire) > 0
+        {
+            return None; // dropped: back to the task
+        }
+        let conn = self.conn.as_mut()?;
+        with_read_buf(|buf| read_available(&*line.socket, conn, buf));
+        conn.set_date(http_date());
+        loop {
+            match conn.poll_event() {
+                Ok(Some(Event::Request(head))) => {
+                    let environ = Environ::new(&head, &line.info);
+                    let conn = self.conn.take()?;
+                    return Some(job(conn, self.line.clone(), environ));
+                }
+                // A body nobody read is drained by the connection, not reported.
+                Ok(Some(Event::Body(_) | Event::EndOfBody)) => {}
+                Ok(Some(Event::Closed) | None) => return None,
+                Err(e) => {
+                    // The answer goes out through the task, which then closes the connection.
+                    let mut out = Vec::new();
+                    conn.send_error(&e, &mut out);
+                    line.state.queued.fetch_add(1, Ordering::AcqRel);
+                    if line.up.try_send(Up::Write(out)).is_err() {
+                        line.state.written();
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl<S: Socket> Drop for Resume<S> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.line.give_back(conn);
+        }
+    }
+}
+
+/// The connection, lent to an application for one request.
+pub(super) struct ChannelIo<S: Socket> {
+    conn: Option<Connection>,
+    line: Arc<Line<S>>,
+    ex: Exchange,
+}
+
+impl<S: Socket> ChannelIo<S> {
     /// The client is gone: the response cannot be completed.
     fn lost(&mut self) -> AppIoError {
-        self.state.fail();
+        self.line.state.fail();
         self.ex.out.clear();
         if let Some(c) = self.conn.as_mut() {
             c.abort();
@@ -155,7 +247,7 @@ impl<S: Socket> ChannelIo<S> {
     /// Queues bytes for the task to write; blocks while [`MAX_QUEUED`] writes wait already
     /// (backpressure: a client that does not read stops the application).
     fn queue(&mut self, bytes: Vec<u8>) -> Result<(), AppIoError> {
-        let state = &self.state;
+        let state = &self.line.state;
         while state.queued.load(Ordering::Acquire) >= MAX_QUEUED && !state.is_failed() {
             let listener = state.progress.listen();
             if state.queued.load(Ordering::Acquire) < MAX_QUEUED || state.is_failed() {
@@ -172,7 +264,7 @@ impl<S: Socket> ChannelIo<S> {
 
     /// Sends a message to the task (the channel is unbounded: this never waits).
     fn send(&mut self, message: Up) -> Result<(), AppIoError> {
-        match self.up.try_send(message) {
+        match self.line.up.try_send(message) {
             Ok(()) => Ok(()),
             Err(_) => Err(self.lost()),
         }
@@ -181,7 +273,7 @@ impl<S: Socket> ChannelIo<S> {
     /// Asks the task something and waits for its answer.
     fn ask(&mut self, message: Up) -> Result<Down, AppIoError> {
         self.send(message)?;
-        match self.down.recv_blocking() {
+        match self.line.down.recv_blocking() {
             Ok(Down::Failed) | Err(_) => Err(self.lost()),
             Ok(answer) => Ok(answer),
         }
@@ -194,14 +286,14 @@ impl<S: Socket> ChannelIo<S> {
             return Ok(());
         }
         // `queued` first: the task marks a failure before it counts the failed write as done.
-        let queued = self.state.queued.load(Ordering::Acquire);
-        if self.state.is_failed() {
+        let queued = self.line.state.queued.load(Ordering::Acquire);
+        if self.line.state.is_failed() {
             return Err(self.lost());
         }
         let mut written = 0;
         if queued == 0 {
             while written < self.ex.out.len() {
-                match send(&*self.socket, &self.ex.out[written..]) {
+                match send(&*self.line.socket, &self.ex.out[written..]) {
                     Ok(n) => written += n,
                     Err(e) if would_block(&e) => break,
                     Err(_) => return Err(self.lost()),
@@ -225,11 +317,11 @@ impl<S: Socket> ChannelIo<S> {
     /// Reads what the socket has into the connection: directly if it has bytes now, otherwise
     /// through the task, which waits for them.
     fn fill(&mut self) -> Result<(), AppIoError> {
-        if self.state.is_failed() {
+        if self.line.state.is_failed() {
             return Err(self.lost());
         }
         let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
-        let socket = &*self.socket;
+        let socket = &*self.line.socket;
         let direct = with_read_buf(|buf| match recv(socket, buf) {
             Ok(0) => {
                 conn.handle_eof(Instant::now());
@@ -254,7 +346,7 @@ impl<S: Socket> ChannelIo<S> {
         match answer {
             Down::Data(bytes) => {
                 conn.handle_input(&bytes, Instant::now());
-                let socket = &*self.socket;
+                let socket = &*self.line.socket;
                 with_read_buf(|buf| read_available(socket, conn, buf));
             }
             Down::Eof => conn.handle_eof(Instant::now()),
@@ -283,7 +375,7 @@ impl<S: Socket> AppIo for ChannelIo<S> {
     }
 
     fn send_head(&mut self, head: &ResponseHead) -> Result<(), AppIoError> {
-        let shutting_down = self.shared.is_shutting_down();
+        let shutting_down = self.line.shared.is_shutting_down();
         let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
         Ok(self.ex.head(conn, head, shutting_down)?)
     }
@@ -310,13 +402,13 @@ impl<S: Socket> AppIo for ChannelIo<S> {
         let end = offset.saturating_add(external.send);
         while at < end {
             // `queued` first, as in `flush`.
-            let queued = self.state.queued.load(Ordering::Acquire);
-            if self.state.is_failed() {
+            let queued = self.line.state.queued.load(Ordering::Acquire);
+            if self.line.state.is_failed() {
                 return Err(self.lost());
             }
             if queued == 0 {
                 let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(1 << 30);
-                match rustix::fs::sendfile(&*self.socket, file, Some(&mut at), want) {
+                match rustix::fs::sendfile(&*self.line.socket, file, Some(&mut at), want) {
                     // The file is shorter than it was: the body cannot be completed.
                     Ok(0) => return Err(self.lost()),
                     Ok(_) | Err(rustix::io::Errno::INTR) => continue,
@@ -356,12 +448,26 @@ impl<S: Socket> Drop for ChannelIo<S> {
         let _ = self.flush();
         let Some(mut conn) = self.conn.take() else { return };
         self.ex.finish(&mut conn);
-        *self.state.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
-        // Never waits (the channel is unbounded). The task may be gone (the connection was
-        // cut): then there is nobody to tell.
-        let _ = self.up.try_send(Up::Done);
-        // Last, so that nothing the callback does can keep the connection from its task. The
-        // bytes queued for the task may still be on their way to the client.
-        self.ex.log(self.shared.config.access_log.as_ref(), self.peer);
+        let line = &self.line;
+        let access_log = line.shared.config.access_log.as_ref();
+        let peer = line.info.peer();
+        let state = &line.state;
+        let goes_on = !conn.is_closed()
+            && !state.is_failed()
+            && state.queued.load(Ordering::Acquire) == 0
+            && !line.shared.is_shutting_down();
+        if goes_on {
+            // Logged first: the next request may start on another app thread.
+            self.ex.log(access_log, peer);
+            let resume = Resume { conn: Some(conn), line: line.clone() };
+            // The queue is unbounded: this never waits. Closed (the server is gone), the
+            // resume is dropped, which gives the connection back to its task.
+            let _ = line.shared.jobs.try_send(Work::Resume(Box::new(resume)));
+        } else {
+            line.give_back(conn);
+            // Last, so that nothing the callback does can keep the connection from its task.
+            // The bytes queued for the task may still be on their way to the client.
+            self.ex.log(access_log, peer);
+        }
     }
 }
