@@ -43,6 +43,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use wsgi_core::Application;
 use wsgi_driver::rt::{self, Accepted, Acceptor, Direction};
@@ -114,42 +115,90 @@ impl Acceptor for Listener {
                 let (s, peer) = l.accept().await?;
                 s.set_nodelay(true)?;
                 let local = s.local_addr().ok();
-                Ok(Accepted { socket: Stream::Tcp(s), local, peer: Some(peer) })
+                Ok(Accepted { socket: Stream::try_from(s)?, local, peer: Some(peer) })
             }
             Listener::Unix(l, _) => {
                 let (s, _) = l.accept().await?;
-                Ok(Accepted { socket: Stream::Unix(s), local: None, peer: None })
+                Ok(Accepted { socket: Stream::try_from(s)?, local: None, peer: None })
             }
         }
     }
 }
 
-/// A connected socket: TCP or Unix.
+/// A connected socket: TCP or Unix, made from a tokio or a std stream with `TryFrom`.
+///
+/// It is registered with the runtime's reactor only while its task waits on it. tokio's
+/// registrations are edge-triggered and last as long as the socket: one held by a connection
+/// that the app threads serve request after request would wake the runtime's thread each time
+/// a request arrived, for nobody. Measured with the hello app and 32 connections: 9.2 → 7.4 µs
+/// of CPU per request, 115k → 136k requests a second. A wait costs two `epoll_ctl` calls more.
 #[derive(Debug)]
-pub enum Stream {
-    /// A TCP connection.
-    Tcp(TcpStream),
-    /// A Unix stream connection.
-    Unix(UnixStream),
+pub struct Stream {
+    socket: StdStream,
 }
 
-impl From<TcpStream> for Stream {
-    fn from(s: TcpStream) -> Stream {
-        Stream::Tcp(s)
+#[derive(Debug)]
+enum StdStream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Stream {
+    fn new(socket: StdStream) -> Stream {
+        Stream { socket }
+    }
+
+    fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        match &self.socket {
+            StdStream::Tcp(s) => (s.local_addr().ok(), s.peer_addr().ok()),
+            StdStream::Unix(_) => (None, None),
+        }
     }
 }
 
-impl From<UnixStream> for Stream {
-    fn from(s: UnixStream) -> Stream {
-        Stream::Unix(s)
+impl TryFrom<TcpStream> for Stream {
+    type Error = io::Error;
+
+    /// Takes over a tokio TCP stream (it leaves the reactor until the connection waits).
+    fn try_from(s: TcpStream) -> io::Result<Stream> {
+        Ok(Stream::new(StdStream::Tcp(s.into_std()?)))
+    }
+}
+
+impl TryFrom<UnixStream> for Stream {
+    type Error = io::Error;
+
+    /// Takes over a tokio Unix stream (it leaves the reactor until the connection waits).
+    fn try_from(s: UnixStream) -> io::Result<Stream> {
+        Ok(Stream::new(StdStream::Unix(s.into_std()?)))
+    }
+}
+
+impl TryFrom<std::net::TcpStream> for Stream {
+    type Error = io::Error;
+
+    /// Takes over a std TCP stream, setting it non-blocking.
+    fn try_from(s: std::net::TcpStream) -> io::Result<Stream> {
+        s.set_nonblocking(true)?;
+        Ok(Stream::new(StdStream::Tcp(s)))
+    }
+}
+
+impl TryFrom<std::os::unix::net::UnixStream> for Stream {
+    type Error = io::Error;
+
+    /// Takes over a std Unix stream, setting it non-blocking.
+    fn try_from(s: std::os::unix::net::UnixStream) -> io::Result<Stream> {
+        s.set_nonblocking(true)?;
+        Ok(Stream::new(StdStream::Unix(s)))
     }
 }
 
 impl AsFd for Stream {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
+        match &self.socket {
+            StdStream::Tcp(s) => s.as_fd(),
+            StdStream::Unix(s) => s.as_fd(),
         }
     }
 }
@@ -164,18 +213,20 @@ fn interest(direction: Direction) -> Interest {
 impl rt::Socket for Stream {
     async fn ready(&self, direction: Direction) -> io::Result<()> {
         let interest = interest(direction);
-        match self {
-            Stream::Tcp(s) => s.ready(interest).await.map(drop),
-            Stream::Unix(s) => s.ready(interest).await.map(drop),
-        }
+        // Registered for this wait only. tokio deprecates registering a descriptor the
+        // registration does not own, because the owner could close it while it is registered
+        // and the number be reused. Here the registration borrows the descriptor from `self`
+        // and is dropped (deregistered) before that borrow ends; a registration that is never
+        // dropped never deregisters anything either. A new registration reports the socket's
+        // state as it is now, so no readiness is lost between waits.
+        #[allow(deprecated)]
+        let watch = AsyncFd::with_interest(self.as_fd(), interest)?;
+        watch.ready(interest).await.map(drop)
     }
 
-    fn try_io<T>(&self, direction: Direction, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-        let interest = interest(direction);
-        match self {
-            Stream::Tcp(s) => s.try_io(interest, f),
-            Stream::Unix(s) => s.try_io(interest, f),
-        }
+    fn try_io<T>(&self, _direction: Direction, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        // No readiness is kept between waits, so there is none to clear.
+        f()
     }
 }
 
@@ -225,12 +276,17 @@ impl Server {
     }
 
     /// Serves one accepted connection until it closes.
-    pub async fn serve_connection(&self, stream: impl Into<Stream>) {
-        let stream = stream.into();
-        let (local, peer) = match &stream {
-            Stream::Tcp(s) => (s.local_addr().ok(), s.peer_addr().ok()),
-            Stream::Unix(_) => (None::<SocketAddr>, None),
-        };
+    ///
+    /// ```no_run
+    /// # async fn f(server: adapter_tokio::Server, listener: tokio::net::TcpListener)
+    /// # -> std::io::Result<()> {
+    /// let (stream, _) = listener.accept().await?;
+    /// server.serve_connection(stream.try_into()?).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn serve_connection(&self, stream: Stream) {
+        let (local, peer) = stream.addresses();
         self.inner.serve_connection(stream, local, peer).await;
     }
 }

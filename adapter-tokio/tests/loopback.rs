@@ -284,7 +284,7 @@ fn serve_connection_serves_one_accepted_stream_until_it_closes() {
             let server = Server::new(app, config()).unwrap();
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let (stream, _) = listener.accept().await.unwrap();
-            server.serve_connection(stream).await;
+            server.serve_connection(stream.try_into().unwrap()).await;
             served_tx.send(()).unwrap();
         });
     });
@@ -421,15 +421,14 @@ fn an_unread_body_is_drained_only_while_the_client_keeps_sending() {
 fn a_connection_that_comes_after_the_shutdown_gets_a_moment_not_the_head_timeout() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    listener.set_nonblocking(true).unwrap();
     let (served_tx, served) = mpsc::channel();
     let thread = thread::spawn(move || {
         runtime(false).block_on(async move {
             let server = Server::new(app, config()).unwrap();
             server.handle().shutdown();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let (stream, _) = listener.accept().await.unwrap();
-            server.serve_connection(stream).await;
+            // A blocking std stream, accepted outside tokio: `try_from` makes it non-blocking.
+            let (stream, _) = listener.accept().unwrap();
+            server.serve_connection(stream.try_into().unwrap()).await;
             served_tx.send(()).unwrap();
         });
     });
