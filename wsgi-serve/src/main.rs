@@ -65,8 +65,8 @@ struct Cli {
 
     /// App threads per worker: requests handled at once. Idle keep-alive connections hold no
     /// thread. Python runs one thread at a time, so one thread takes requests while they finish
-    /// within a millisecond (two take turns on smol and tokio while requests take under some
-    /// 20 µs); the others take requests while those block.
+    /// within a millisecond (two take turns while requests take under some 20 µs); the others
+    /// take requests while those block.
     #[arg(long, value_name = "INT", default_value_t = 1)]
     threads: usize,
 
