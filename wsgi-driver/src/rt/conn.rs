@@ -45,6 +45,8 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
     // The last time the client sent something, for the `io_timeout` of a connection that has
     // no protocol deadline (draining the unread rest of a request body).
     let mut last_input = Instant::now();
+    // The shutdown notice came (it is awaited once).
+    let mut shutdown_seen = false;
     loop {
         conn.set_date(http_date());
         match conn.poll_event() {
@@ -94,7 +96,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
             (_, Some(d)) => timer = Some((d, Box::pin(runtime.sleep_until(d)))),
             (_, None) => timer = None,
         }
-        let watch_shutdown = fresh_until.is_none();
+        let watch_shutdown = fresh_until.is_none() && !shutdown_seen;
         let wake = future::or(
             async { Wake::Readable(socket.ready(Direction::Read).await) },
             future::or(
@@ -118,28 +120,18 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
         .await;
         match wake {
             Wake::Readable(Err(_)) => break,
-            Wake::Readable(Ok(())) => {
-                let read = with_read_buf(|buf| {
-                    socket.try_io(Direction::Read, || recv(&*socket, buf)).map(|n| {
-                        last_input = Instant::now();
-                        if n == 0 {
-                            eof = true;
-                            conn.handle_eof(Instant::now());
-                        } else {
-                            conn.handle_input(&buf[..n], Instant::now());
-                        }
-                    })
-                });
-                match read {
-                    // Whatever arrives during a shutdown is answered with `Connection: close`.
-                    // Only after bytes came: on a spurious wake-up the connection would look
-                    // idle and close, under a request that is on its way.
-                    Ok(()) if shared.is_shutting_down() => conn.shutdown(),
-                    Ok(()) => {}
-                    Err(e) if would_block(&e) => {}
-                    Err(_) => break,
+            Wake::Readable(Ok(())) => match read_into(&*socket, &mut conn, &mut eof) {
+                // Whatever arrives during a shutdown is answered with `Connection: close`.
+                // Only after bytes came: on a spurious wake-up the connection would look
+                // idle and close, under a request that is on its way.
+                Ok(_) if shared.is_shutting_down() => {
+                    last_input = Instant::now();
+                    conn.shutdown();
                 }
-            }
+                Ok(_) => last_input = Instant::now(),
+                Err(e) if would_block(&e) => {}
+                Err(_) => break,
+            },
             Wake::Deadline => {
                 timer = None;
                 let now = Instant::now();
@@ -149,12 +141,21 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
                 conn.handle_timeout(now);
             }
             Wake::Shutdown => {
-                // Kept-alive connections close now. One that has not sent a byte yet may have
-                // its first request on the way: it gets a moment.
-                if requests > 0 {
-                    break;
+                shutdown_seen = true;
+                // A request may sit unread in the socket: nothing watches it while the
+                // connection waits in the app threads' queue, and a readiness wait may lose
+                // the race with the notice. It is answered, with `Connection: close`.
+                match read_into(&*socket, &mut conn, &mut eof) {
+                    Ok(n) if n > 0 => conn.shutdown(),
+                    // The end of the stream: the loop ends.
+                    Ok(_) => {}
+                    // Kept-alive connections close now. One that has not sent a byte yet may
+                    // have its first request on the way: it gets a moment.
+                    Err(e) if would_block(&e) && requests == 0 => {
+                        fresh_until = Some(Instant::now() + FRESH_GRACE);
+                    }
+                    Err(_) => break,
                 }
-                fresh_until = Some(Instant::now() + FRESH_GRACE);
             }
         }
     }
@@ -243,6 +244,21 @@ async fn exchange<R: Runtime, S: Socket>(
     }
 }
 
+/// Reads once from the socket into `conn` without waiting; returns the bytes read (0 at the end
+/// of the stream, which also sets `eof`).
+fn read_into<S: Socket>(socket: &S, conn: &mut Connection, eof: &mut bool) -> io::Result<usize> {
+    with_read_buf(|buf| {
+        let n = socket.try_io(Direction::Read, || recv(socket, buf))?;
+        if n == 0 {
+            *eof = true;
+            conn.handle_eof(Instant::now());
+        } else {
+            conn.handle_input(&buf[..n], Instant::now());
+        }
+        Ok(n)
+    })
+}
+
 /// Reads what the socket has, waiting for readiness at most `timeout` at a time.
 async fn read_some<R: Runtime, S: Socket>(runtime: &R, socket: &S, timeout: Duration) -> Down {
     loop {
@@ -284,7 +300,7 @@ pub(super) async fn write_all<R: Runtime, S: Socket>(
 }
 
 /// Waits, at most `timeout`, until the socket can take bytes. The check goes through
-/// [`Socket::try_io`], so a stale readiness (tokio's cache) is cleared rather than trusted.
+/// [`Socket::try_io`], so a stale readiness a runtime keeps is cleared rather than trusted.
 async fn writable<R: Runtime, S: Socket>(runtime: &R, socket: &S, timeout: Duration) -> bool {
     loop {
         let checked = socket.try_io(Direction::Write, || {

@@ -182,12 +182,10 @@ impl<S: Socket> Advance for Resume<S> {
     fn advance(mut self: Box<Self>) -> Option<Job> {
         let line = &self.line;
         let shared = &line.shared;
-        // Anything but a plain kept-alive connection is the task's to handle: a failure, a
-        // shutdown (its rules for what arrives now), writes still queued for the client.
-        if line.state.is_failed()
-            || shared.is_shutting_down()
-            || line.state.queued.load(Ordering::Acquire) > 0
-        {
+        // A failure or a shutdown is the task's to handle (what arrives during a shutdown is
+        // answered with `Connection: close`; an idle connection closes). No writes can be
+        // queued: a connection is resumed only with none, and nothing writes meanwhile.
+        if line.state.is_failed() || shared.is_shutting_down() {
             return None; // dropped: back to the task
         }
         let conn = self.conn.as_mut()?;
@@ -457,7 +455,9 @@ impl<S: Socket> Drop for ChannelIo<S> {
             && state.queued.load(Ordering::Acquire) == 0
             && !line.shared.is_shutting_down();
         if goes_on {
-            // Logged first: the next request may start on another app thread.
+            // Logged first, so that the log keeps the connection's order: the next request may
+            // start on another app thread. (A sink that blocks thus delays this client's next
+            // request, as the access log's docs warn: it is on the request's path.)
             self.ex.log(access_log, peer);
             let resume = Resume { conn: Some(conn), line: line.clone() };
             // The queue is unbounded: this never waits. Closed (the server is gone), the

@@ -83,17 +83,19 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn sleep_until(&self, deadline: Instant) -> impl Future<Output = ()> + Send + 'static;
 }
 
-/// A connected stream socket registered with a runtime's reactor.
+/// A connected stream socket whose readiness a runtime's reactor reports.
 ///
 /// The driver does the reads and writes itself with `MSG_DONTWAIT` on [`AsFd::as_fd`]; the
 /// runtime tells it when to retry.
 pub trait Socket: AsFd + Send + Sync + 'static {
-    /// Completes when the socket may be ready for `direction`.
+    /// Completes when the socket may be ready for `direction`. The driver waits on one
+    /// direction at a time per socket, always from a task on the runtime.
     fn ready(&self, direction: Direction) -> impl Future<Output = std::io::Result<()>> + Send;
 
     /// Runs a non-blocking operation on the socket from a runtime task. When `f` fails with
     /// [`WouldBlock`](std::io::ErrorKind::WouldBlock), the next [`ready`](Self::ready) for
-    /// `direction` must wait for a fresh readiness event (tokio's `try_io` contract).
+    /// `direction` must wait for a fresh readiness event: a runtime that caches readiness
+    /// clears it here (tokio's `try_io` contract).
     ///
     /// # Errors
     ///
