@@ -351,37 +351,16 @@ fn a_unix_socket_listener_serves_and_its_path_is_removed() {
 
 #[test]
 fn a_bad_request_behind_a_served_one_is_answered_and_its_connection_closed() {
-    // One write: the app thread that served the first request finds the second already
-    // received, and its answer goes out through the connection's task.
     let server = start(app, Bind::Async, false);
-    let mut c = server.connect();
-    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nNo colon\r\n\r\n");
-    c.response().assert_ok(b"GET /a\n");
-    let r = c.response();
-    assert_eq!(r.status_line(), "HTTP/1.1 400 Bad Request", "{}", r.head);
-    assert_eq!(r.header("Connection"), Some("close"), "{}", r.head);
-    c.assert_closed();
-    let mut other = server.connect();
-    other.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
-    other.response().assert_ok(b"GET /after\n");
-    drop(other);
+    bad_request_behind_a_served_one(&mut server.connect());
+    assert_serves(server.connect());
     server.stop();
 }
 
 #[test]
 fn a_request_half_received_behind_a_served_one_is_finished_by_its_task() {
-    // The app thread finds half a head after the first response and hands the connection back
-    // to its task, which waits for the rest.
     let server = start(app, Bind::Async, false);
-    let mut c = server.connect();
-    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HT");
-    c.response().assert_ok(b"GET /a\n");
-    thread::sleep(Duration::from_millis(50));
-    c.send(b"TP/1.1\r\nHost: x\r\n\r\n");
-    c.response().assert_ok(b"GET /b\n");
-    c.send(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
-    c.response().assert_ok(b"GET /c\n");
-    drop(c);
+    half_head_behind_a_served_one(&mut server.connect());
     server.stop();
 }
 
@@ -393,10 +372,7 @@ fn a_response_ended_without_its_head_is_aborted_and_the_server_stays_responsive(
     c.assert_closed();
     drop(c);
     // The aborted connection left nothing spinning: others are served, and the server stops.
-    let mut other = server.connect();
-    other.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
-    other.response().assert_ok(b"GET /after\n");
-    drop(other);
+    assert_serves(server.connect());
     server.stop();
 }
 

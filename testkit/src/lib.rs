@@ -241,6 +241,41 @@ impl<S: Conn> Client<S> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Exchanges both adapters' tests run
+
+/// A request and a bad one behind it in one write: the first is served, the second answered
+/// 400 with `Connection: close`, and the connection closed. The app thread that served the
+/// first finds the second already received, and its answer goes out through the connection's
+/// task.
+pub fn bad_request_behind_a_served_one<S: Conn>(c: &mut Client<S>) {
+    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nNo colon\r\n\r\n");
+    c.response().assert_ok(b"GET /a\n");
+    let r = c.response();
+    assert_eq!(r.status_line(), "HTTP/1.1 400 Bad Request", "{}", r.head);
+    assert_eq!(r.header("Connection"), Some("close"), "{}", r.head);
+    c.assert_closed();
+}
+
+/// A request and half of the next in one write, the rest a moment later: the app thread finds
+/// half a head after the first response and hands the connection back to its task, which waits
+/// for the rest. Both are served, and a third after them.
+pub fn half_head_behind_a_served_one<S: Conn>(c: &mut Client<S>) {
+    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HT");
+    c.response().assert_ok(b"GET /a\n");
+    thread::sleep(Duration::from_millis(50));
+    c.send(b"TP/1.1\r\nHost: x\r\n\r\n");
+    c.response().assert_ok(b"GET /b\n");
+    c.send(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.response().assert_ok(b"GET /c\n");
+}
+
+/// A request on a fresh connection is served: the server still works.
+pub fn assert_serves<S: Conn>(mut other: Client<S>) {
+    other.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+    other.response().assert_ok(b"GET /after\n");
+}
+
 /// A fresh directory under the system's temp dir, removed when dropped.
 pub struct TempDir(pub PathBuf);
 
