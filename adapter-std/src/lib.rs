@@ -24,9 +24,8 @@
 //! For an application that runs one thread at a time (Python with its GIL; see
 //! [`Application::serializes_threads`]) the app threads take requests through a
 //! [`wsgi_driver::Gate`]: one thread serves while requests finish promptly (two take turns while
-//! they are very short, [`Gate::pairing_short_requests`](wsgi_driver::Gate::pairing_short_requests)),
-//! and the others join in when requests block, so the GIL is not handed from thread to thread on
-//! every request.
+//! they are very short), and the others join in when requests block, so the GIL is not handed
+//! from thread to thread on every request.
 //!
 //! # Example
 //!
@@ -190,7 +189,7 @@ pub fn start<A: Application>(
     let grace_deadline = Arc::new(Mutex::new(None));
     // The poller holds the only sender: when it stops, every app thread's select wakes and ends.
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let gate = Arc::new(Gate::new(threads, app.serializes_threads()).pairing_short_requests());
+    let gate = Arc::new(Gate::new(threads, app.serializes_threads()));
     let app = Arc::new(app);
     let app_threads = (0..threads)
         .map(|i| {

@@ -14,8 +14,7 @@
 //! holder that finishes a prompt request while others hold goes back to waiting, so the count
 //! follows the load.
 //!
-//! A driver can ask for a pair of holders while requests are short
-//! ([`Gate::pairing_short_requests`]): one thread then runs Python while the other does its
+//! While requests are short, two threads hold: one runs Python while the other does its
 //! request's work outside the GIL (reading and parsing the next request, building its environ,
 //! writing the response), instead of one thread doing both in turn. Measured with the hello app
 //! and 32 connections: adapter-std 114k → 129k requests/s, smol 109k → 133k; with Flask (some
@@ -50,8 +49,6 @@ pub struct Gate {
     threads: usize,
     /// `false`: every thread takes requests whenever it is free (the gate does nothing).
     serialized: bool,
-    /// Two holders while requests are short (see the module docs).
-    pairs_short: bool,
     state: Mutex<State>,
     /// The watcher waits here.
     watch: Condvar,
@@ -122,24 +119,15 @@ impl Gate {
         Gate {
             threads: threads.max(1),
             serialized: serialized && threads > 1,
-            pairs_short: false,
             state: Mutex::new(State::default()),
             watch: Condvar::new(),
             wait: Condvar::new(),
         }
     }
 
-    /// Keeps two holders while requests are short (below [`SHORT`] on average). See the module
-    /// docs.
-    #[must_use]
-    pub fn pairing_short_requests(mut self) -> Gate {
-        self.pairs_short = true;
-        self
-    }
-
-    /// The least number of holders now.
+    /// The least number of holders now: two while requests are short (see the module docs).
     fn least_holders(&self, st: &State) -> usize {
-        if self.pairs_short && st.short { 2.min(self.threads) } else { 1 }
+        if st.short { 2.min(self.threads) } else { 1 }
     }
 
     /// A place for one app thread.
@@ -267,9 +255,7 @@ impl Seat<'_> {
         let took = now.saturating_duration_since(started);
         let prompt = took < STALL;
         let gate = self.gate;
-        if gate.pairs_short {
-            st.record(took);
-        }
+        st.record(took);
         let least = gate.least_holders(st);
         if self.holder && st.holders > least && prompt && st.others_serve(self.index, now) {
             st.holders -= 1;
@@ -320,12 +306,7 @@ mod tests {
     /// Runs `threads` app threads through a gate over a queue of `jobs` jobs, job `i` taking
     /// `work(i)`.
     fn run(threads: usize, serialized: bool, jobs: usize, work: fn(usize) -> Duration) -> Ran {
-        run_at(Gate::new(threads, serialized), threads, jobs, work)
-    }
-
-    /// [`run`] through `gate`.
-    fn run_at(gate: Gate, threads: usize, jobs: usize, work: fn(usize) -> Duration) -> Ran {
-        let gate = Arc::new(gate);
+        let gate = Arc::new(Gate::new(threads, serialized));
         let (tx, rx) = crossbeam_channel::unbounded();
         for i in 0..jobs {
             tx.send(i).unwrap();
@@ -363,11 +344,15 @@ mod tests {
 
     #[test]
     fn prompt_requests_are_served_by_one_thread_at_a_time() {
-        let ran = run(4, true, 2000, |_| Duration::ZERO);
+        // Prompt (under STALL) but not short (over twice SHORT): one holder.
+        let ran = run(4, true, 2000, |_| 3 * SHORT);
         // A thread preempted inside a job for over STALL brings in a second one for a while.
         assert!(ran.most <= 2, "{}", ran.most);
         let top = ran.per_thread.iter().max().copied().unwrap_or(0);
         assert!(top >= 1500, "{:?}", ran.per_thread);
+        // Short ones: a pair at most (and another only for a preempted one).
+        let ran = run(4, true, 2000, |_| Duration::ZERO);
+        assert!(ran.most <= 3, "{}", ran.most);
     }
 
     #[test]
@@ -395,11 +380,11 @@ mod tests {
         assert!(!st.short, "{} ns: the pair forms again only under SHORT", st.recent_ns);
     }
 
-    /// Two threads; the first serves short requests and then waits for more. Whether the
-    /// second becomes a holder with no request running: the pair forms where asked, never
-    /// otherwise (there the second waits until a request stalls).
-    fn second_holder_after_short_requests(gate: Gate) -> usize {
-        let gate = Arc::new(gate);
+    /// Two threads; the first serves requests that each take `took` and then waits for more.
+    /// Whether the second becomes a holder with no request running: the pair forms after short
+    /// requests, never after longer ones (there the second waits until a request stalls).
+    fn second_holder_after(took: Duration) -> usize {
+        let gate = Arc::new(Gate::new(2, true));
         let (tx, rx) = crossbeam_channel::unbounded();
         // Enough that a request preempted on a busy machine leaves the average short again.
         const JOBS: u64 = 64;
@@ -411,6 +396,10 @@ mod tests {
             let mut seat = gate.seat();
             let mut served = 0;
             while seat.next(&mut || rx.recv().ok()).is_some() {
+                let start = Instant::now();
+                while start.elapsed() < took {
+                    std::hint::spin_loop();
+                }
                 served += 1;
             }
             served
@@ -434,12 +423,10 @@ mod tests {
     }
 
     #[test]
-    fn short_requests_bring_in_a_second_holder_where_the_driver_asks() {
-        assert_eq!(
-            second_holder_after_short_requests(Gate::new(2, true).pairing_short_requests()),
-            2
-        );
-        assert_eq!(second_holder_after_short_requests(Gate::new(2, true)), 1);
+    fn short_requests_bring_in_a_second_holder_and_longer_prompt_ones_do_not() {
+        assert_eq!(second_holder_after(Duration::ZERO), 2);
+        // Prompt (under STALL) but not short: one holder serves them all.
+        assert_eq!(second_holder_after(4 * SHORT), 1);
     }
 
     #[test]

@@ -85,23 +85,16 @@ impl PyApplication {
     ) -> Option<Box<dyn AppIo>> {
         if !(self.gil && objects.idle(py)) {
             let exchange = objects.exchange.clone();
-            return release_lingering(exchange, Some(objects));
+            drop(objects);
+            // Objects the application kept hold the exchange: their late log lines need the
+            // request's label.
+            let lingering = Arc::strong_count(&exchange) > 1;
+            return exchange.release(lingering, false);
         }
         let io = objects.exchange.release(false, true);
         put_local(&KEPT, Some(objects));
         io
     }
-}
-
-/// Releases the connection of a request whose objects may outlive it (they hold the exchange):
-/// any left once `objects` lets go need the request's label to log.
-fn release_lingering(
-    exchange: Arc<Exchange>,
-    objects: Option<RequestObjects>,
-) -> Option<Box<dyn AppIo>> {
-    drop(objects);
-    let lingering = Arc::strong_count(&exchange) > 1;
-    exchange.release(lingering, false)
 }
 
 /// The reference count of `object`.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use wsgi_core::{Connection, Environ, Event};
 
-use super::io::{Down, Line, Link, Up, Work, job};
+use super::io::{Down, Line, Link, Up, Work, job, link};
 use super::{Accepted, Active, Direction, FRESH_GRACE, Runtime, Socket, server_info};
 use crate::{http_date, with_read_buf};
 
@@ -37,8 +37,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
     // A connection whose task starts after the shutdown notice was given: treated as notified.
     let mut fresh_until = shared.is_shutting_down().then(|| Instant::now() + FRESH_GRACE);
     let mut requests = 0_u64;
-    let mut link: Option<Link> = None;
-    let mut line: Option<Arc<Line<S>>> = None;
+    let mut ends: Option<(Link, Arc<Line<S>>)> = None;
     let mut timer: Option<(Instant, Sleep)> = None;
     // The client ended its side: nothing more can arrive, so waiting for bytes is pointless.
     let mut eof = false;
@@ -58,10 +57,8 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
                 }
                 requests += 1;
                 let environ = Environ::new(&head, &info);
-                let link = link.get_or_insert_with(|| Link::new(&shared.cut));
-                let line = line.get_or_insert_with(|| {
-                    Arc::new(Line::new(socket.clone(), link, shared.clone(), info.clone()))
-                });
+                let (link, line) =
+                    ends.get_or_insert_with(|| link(socket.clone(), shared.clone(), info.clone()));
                 let job = job(conn, line.clone(), environ);
                 match exchange(&runtime, &active, &socket, link, job).await {
                     Some(back) => conn = back,
@@ -178,7 +175,7 @@ async fn exchange<R: Runtime, S: Socket>(
     if shared.jobs.send(Work::Job(job)).await.is_err() {
         return None;
     }
-    let Link { up, down_tx, state, on_cut, .. } = link;
+    let Link { up, down_tx, state, on_cut } = link;
     let mut failed = false;
     loop {
         if shared.cutting.load(Ordering::Acquire) {
@@ -189,7 +186,7 @@ async fn exchange<R: Runtime, S: Socket>(
         // client trickling bytes cannot outlive the server's shutdown.
         let step = future::or(
             async {
-                // Cannot fail: the link holds a sender too.
+                // Cannot fail: the connection's `Line`, which this task keeps, holds a sender.
                 let message = up.recv().await.ok()?;
                 Some(match message {
                     Up::Write(bytes) => {

@@ -78,29 +78,33 @@ impl LinkState {
     }
 }
 
-/// A connection's channels to its app threads, made at its first request and reused.
+/// The task's ends of a connection's channels to its app threads (their ends are the
+/// connection's [`Line`]), made at its first request and reused.
 pub(super) struct Link {
     pub(super) up: Receiver<Up>,
-    up_tx: Sender<Up>,
     pub(super) down_tx: Sender<Down>,
-    down_rx: Receiver<Down>,
     pub(super) state: Arc<LinkState>,
     /// The graceful timeout's cut, listened for once per connection rather than per request.
     pub(super) on_cut: EventListener,
 }
 
-impl Link {
-    pub(super) fn new(cut: &Notify) -> Link {
-        let (up_tx, up) = async_channel::unbounded();
-        let (down_tx, down_rx) = async_channel::bounded(1);
-        let state = Arc::new(LinkState {
-            conn: Mutex::new(None),
-            queued: AtomicUsize::new(0),
-            failed: AtomicBool::new(false),
-            progress: Notify::new(),
-        });
-        Link { up, up_tx, down_tx, down_rx, state, on_cut: cut.listen() }
-    }
+/// Makes a connection's [`Link`] and [`Line`], at its first request.
+pub(super) fn link<S: Socket>(
+    socket: Arc<S>,
+    shared: Arc<Shared>,
+    info: ServerInfo,
+) -> (Link, Arc<Line<S>>) {
+    let (up_tx, up) = async_channel::unbounded();
+    let (down_tx, down) = async_channel::bounded(1);
+    let state = Arc::new(LinkState {
+        conn: Mutex::new(None),
+        queued: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        progress: Notify::new(),
+    });
+    let on_cut = shared.cut.listen();
+    let line = Line { socket, up: up_tx, down, state: state.clone(), shared, info };
+    (Link { up, down_tx, state, on_cut }, Arc::new(line))
 }
 
 impl Drop for Link {
@@ -110,8 +114,8 @@ impl Drop for Link {
     }
 }
 
-/// What the app threads hold of a connection from one request to the next: made at its first
-/// request, shared by every [`ChannelIo`] and [`Resume`] of it.
+/// What the app threads hold of a connection from one request to the next: made with its
+/// [`Link`], shared by every [`ChannelIo`] and [`Resume`] of it.
 pub(super) struct Line<S> {
     socket: Arc<S>,
     up: Sender<Up>,
@@ -122,28 +126,23 @@ pub(super) struct Line<S> {
 }
 
 impl<S: Socket> Line<S> {
-    pub(super) fn new(
-        socket: Arc<S>,
-        link: &Link,
-        shared: Arc<Shared>,
-        info: ServerInfo,
-    ) -> Line<S> {
-        Line {
-            socket,
-            up: link.up_tx.clone(),
-            down: link.down_rx.clone(),
-            state: link.state.clone(),
-            shared,
-            info,
-        }
-    }
-
     /// Hands the connection back to its task, which waits for its next bytes. Never waits
     /// (the channel is unbounded). The task may be gone (the connection was cut): then there
     /// is nobody to tell.
     fn give_back(&self, conn: Connection) {
         *self.state.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
         let _ = self.up.try_send(Up::Done);
+    }
+
+    /// Queues bytes for the task to write, counted in [`LinkState::queued`] until it has.
+    /// `false` if the task is gone.
+    fn write_later(&self, bytes: Vec<u8>) -> bool {
+        self.state.queued.fetch_add(1, Ordering::AcqRel);
+        let sent = self.up.try_send(Up::Write(bytes)).is_ok();
+        if !sent {
+            self.state.written();
+        }
+        sent
     }
 }
 
@@ -171,32 +170,28 @@ pub(super) trait Advance: Send {
     fn advance(self: Box<Self>) -> Option<Job>;
 }
 
-/// A connection between two requests, on its way through the app threads' queue.
-pub(super) struct Resume<S: Socket> {
-    /// `None` once given on (to a job, or back to the task).
-    conn: Option<Connection>,
-    line: Arc<Line<S>>,
-}
+/// A connection between two requests, on its way through the app threads' queue. Dropped
+/// unused (by [`Advance::advance`], or with the queue), it gives the connection back to its
+/// task.
+pub(super) struct Resume<S: Socket>(Option<(Connection, Arc<Line<S>>)>);
 
 impl<S: Socket> Advance for Resume<S> {
     fn advance(mut self: Box<Self>) -> Option<Job> {
-        let line = &self.line;
-        let shared = &line.shared;
+        let (conn, line) = self.0.as_mut()?;
         // A failure or a shutdown is the task's to handle (what arrives during a shutdown is
         // answered with `Connection: close`; an idle connection closes). No writes can be
         // queued: a connection is resumed only with none, and nothing writes meanwhile.
-        if line.state.is_failed() || shared.is_shutting_down() {
-            return None; // dropped: back to the task
+        if line.state.is_failed() || line.shared.is_shutting_down() {
+            return None;
         }
-        let conn = self.conn.as_mut()?;
         with_read_buf(|buf| read_available(&*line.socket, conn, buf));
         conn.set_date(http_date());
         loop {
             match conn.poll_event() {
                 Ok(Some(Event::Request(head))) => {
                     let environ = Environ::new(&head, &line.info);
-                    let conn = self.conn.take()?;
-                    return Some(job(conn, self.line.clone(), environ));
+                    let (conn, line) = self.0.take()?;
+                    return Some(job(conn, line, environ));
                 }
                 // A body nobody read is drained by the connection, not reported.
                 Ok(Some(Event::Body(_) | Event::EndOfBody)) => {}
@@ -205,10 +200,7 @@ impl<S: Socket> Advance for Resume<S> {
                     // The answer goes out through the task, which then closes the connection.
                     let mut out = Vec::new();
                     conn.send_error(&e, &mut out);
-                    line.state.queued.fetch_add(1, Ordering::AcqRel);
-                    if line.up.try_send(Up::Write(out)).is_err() {
-                        line.state.written();
-                    }
+                    line.write_later(out);
                     return None;
                 }
             }
@@ -218,8 +210,8 @@ impl<S: Socket> Advance for Resume<S> {
 
 impl<S: Socket> Drop for Resume<S> {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.line.give_back(conn);
+        if let Some((conn, line)) = self.0.take() {
+            line.give_back(conn);
         }
     }
 }
@@ -253,11 +245,10 @@ impl<S: Socket> ChannelIo<S> {
             }
             listener.wait();
         }
-        if state.is_failed() {
+        if state.is_failed() || !self.line.write_later(bytes) {
             return Err(self.lost());
         }
-        state.queued.fetch_add(1, Ordering::AcqRel);
-        self.send(Up::Write(bytes))
+        Ok(())
     }
 
     /// Sends a message to the task (the channel is unbounded: this never waits).
@@ -459,7 +450,7 @@ impl<S: Socket> Drop for ChannelIo<S> {
             // start on another app thread. (A sink that blocks thus delays this client's next
             // request, as the access log's docs warn: it is on the request's path.)
             self.ex.log(access_log, peer);
-            let resume = Resume { conn: Some(conn), line: line.clone() };
+            let resume = Resume(Some((conn, line.clone())));
             // The queue is unbounded: this never waits. Closed (the server is gone), the
             // resume is dropped, which gives the connection back to its task.
             let _ = line.shared.jobs.try_send(Work::Resume(Box::new(resume)));

@@ -39,8 +39,7 @@
 //! 32 connections, smol went from about 10 to 7.6 µs of CPU per request.
 //!
 //! App threads take jobs through a [`Gate`], which keeps an application that runs one thread
-//! at a time (the GIL) on as few threads as keep up: two while requests are short
-//! ([`Gate::pairing_short_requests`]).
+//! at a time (the GIL) on as few threads as keep up: two while requests are short.
 //!
 //! [`Job`]: wsgi_core::Job
 //!
@@ -222,9 +221,7 @@ impl<R: Runtime> Server<R> {
         // queue made connection tasks wait on each other for a slot (a wake per request);
         // measured: 53k → 100k hello requests/s with 4 app threads.
         let (jobs, next) = async_channel::unbounded::<io::Work>();
-        // While requests are short, two app threads take turns (see
-        // `Gate::pairing_short_requests`).
-        let gate = Arc::new(Gate::new(threads, app.serializes_threads()).pairing_short_requests());
+        let gate = Arc::new(Gate::new(threads, app.serializes_threads()));
         let app = Arc::new(app);
         for i in 0..threads {
             let app = app.clone();
