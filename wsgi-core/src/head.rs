@@ -1,11 +1,11 @@
-//! Request head parsing (httparse) and validation.
+//! Request head parsing and validation.
 //!
-//! The scanner finds the end of the head incrementally, checking each line's terminator and the
-//! size limits as bytes arrive, so a partial head is never re-tokenized and an oversized one is
-//! refused before it is complete. httparse tokenizes the complete head once; this module then adds
-//! what httparse leaves to the server: the target's form, Host, and the body framing.
-
-use std::mem::MaybeUninit;
+//! A head that arrives whole (the usual case) is tokenized in one pass by [`tokenize`]. One that
+//! arrives in pieces goes through the scanner, which finds the end of the head incrementally,
+//! checking each line's terminator and the size limits as bytes arrive, so a partial head is
+//! never re-tokenized and an oversized one is refused before it is complete; the complete head
+//! is then tokenized once. This module then adds what the grammar leaves to the server: the
+//! target's form, Host, and the body framing.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::error::ProtocolError;
 use crate::framing::{self, RequestBody};
 use crate::names;
+use crate::tokenize::{self, Tokens};
 
 /// The HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,11 +54,6 @@ pub(crate) struct Span {
 }
 
 impl Span {
-    fn of(base: &[u8], part: &[u8]) -> Span {
-        let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
-        Span { start: start as u32, end: (start + part.len()) as u32 }
-    }
-
     pub(crate) fn sub(self, from: usize, to: usize) -> Span {
         Span { start: self.start + from as u32, end: self.start + to as u32 }
     }
@@ -190,9 +186,6 @@ impl RequestHead {
 /// The largest head the scanner accepts regardless of configuration, so spans fit in `u32`.
 const HEAD_SIZE_CAP: usize = 16 << 20;
 
-/// Stack room for this many fields; heads with more use a heap buffer.
-const STACK_FIELDS: usize = 64;
-
 /// Finds the first LF in `hay`, eight bytes at a time. Head lines are short, so this beats a
 /// call into a vectorised search per line.
 fn find_lf(hay: &[u8]) -> Option<usize> {
@@ -268,7 +261,7 @@ impl HeadScanner {
                     continue;
                 }
                 let end = lf + 1;
-                let head = parse_complete(&buf[..end], self.lines - 1, config)?;
+                let head = parse_complete(&buf[..end], config)?;
                 let head = head.into_head(buf.split_to(end).freeze());
                 *self = HeadScanner::default();
                 return Ok(Some(head));
@@ -347,124 +340,68 @@ impl Parsed {
     }
 }
 
-/// Tokenizes and validates a complete head (`head` ends with the empty line).
-fn parse_complete(
-    head: &[u8],
-    field_count: usize,
-    config: &Config,
-) -> Result<Parsed, ProtocolError> {
-    // httparse's defaults are the strict ones: single spaces in the request line, no obs-fold.
-    let parser = httparse::ParserConfig::default();
-    let mut stack: [MaybeUninit<httparse::Header<'_>>; STACK_FIELDS] =
-        [const { MaybeUninit::uninit() }; STACK_FIELDS];
-    let mut heap: Vec<MaybeUninit<httparse::Header<'_>>> = Vec::new();
-    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if field_count <= STACK_FIELDS {
-        &mut stack[..field_count.max(1)]
-    } else {
-        heap.resize_with(field_count, MaybeUninit::uninit);
-        &mut heap
-    };
-    let mut req = httparse::Request::new(&mut []);
-    match parser.parse_request_with_uninit_headers(&mut req, head, slots) {
-        Ok(httparse::Status::Complete(n)) if n == head.len() => {}
-        // The scanner saw the empty line, so httparse must see it too.
-        Ok(_) => return Err(ProtocolError::BadRequestLine),
-        Err(e) => return Err(classify(e, head)),
+/// Tokenizes and validates a complete head (`head` ends with the empty line, every line of it
+/// ends in CRLF and fits its limit: the scanner checked).
+fn parse_complete(head: &[u8], config: &Config) -> Result<Parsed, ProtocolError> {
+    match tokenize::tokenize(head, config) {
+        Some(tokens) if tokens.len == head.len() => validate(head, tokens, config),
+        // The scanner saw the empty line, so the tokenizer must end there too.
+        Some(_) => Err(ProtocolError::BadRequestLine),
+        None => Err(tokenize::explain(head)),
     }
-    validate(head, &req, config)
 }
 
-/// Parses a head that arrived whole, in one httparse pass, when that gives exactly what the
-/// incremental scanner followed by [`parse_complete`] would: the buffer starts with the request
-/// line, every line ends in CRLF and no limit is crossed. Returns `None` whenever it cannot be
-/// sure (a partial head, any tokenizing error, a limit or a bare line ending), and the scanner
-/// then finds the first problem in byte order, as it does for heads that arrive in pieces.
+/// Parses a head that arrived whole, in one pass, when that gives exactly what the incremental
+/// scanner followed by [`parse_complete`] would: the buffer starts with the request line, every
+/// line ends in CRLF and no limit is crossed (the tokenizer refuses the head otherwise). Returns
+/// `None` whenever it cannot be sure (a partial head, any tokenizing error, a limit), and the
+/// scanner then finds the first problem in byte order, as it does for heads that arrive in
+/// pieces.
 fn parse_fast(buf: &[u8], config: &Config) -> Option<(Result<Parsed, ProtocolError>, usize)> {
     let max_head = config.max_head_size.min(HEAD_SIZE_CAP);
     let window = &buf[..buf.len().min(max_head)];
-    // httparse's defaults are the strict ones: single spaces in the request line, no obs-fold.
-    let parser = httparse::ParserConfig::default();
-    let mut slots: [MaybeUninit<httparse::Header<'_>>; STACK_FIELDS] =
-        [const { MaybeUninit::uninit() }; STACK_FIELDS];
-    let mut req = httparse::Request::new(&mut []);
-    let Ok(httparse::Status::Complete(n)) =
-        parser.parse_request_with_uninit_headers(&mut req, window, &mut slots)
-    else {
-        return None;
-    };
-    let head = &window[..n];
-    if req.headers.len() > config.max_header_count || !head.ends_with(b"\r\n\r\n") {
-        return None;
-    }
-    // Each line must end in CRLF and fit its limit: lines end where the next field name starts.
-    let mut line_start = 0;
-    let mut max_line = config.max_request_line;
-    let starts = req.headers.iter().map(|h| Span::of(head, h.name.as_bytes()).start as usize);
-    for next in starts.chain(std::iter::once(n - 2)) {
-        if next < line_start + 2 || head.get(next - 2..next) != Some(b"\r\n") {
-            return None;
-        }
-        if next - 2 - line_start > max_line {
-            return None;
-        }
-        line_start = next;
-        max_line = config.max_field_size;
-    }
-    Some((validate(head, &req, config), n))
+    let tokens = tokenize::tokenize(window, config)?;
+    let n = tokens.len;
+    Some((validate(&window[..n], tokens, config), n))
 }
 
 /// Checks a tokenized head (target form, Host, framing) and records where its parts are.
-fn validate(
-    head: &[u8],
-    req: &httparse::Request<'_, '_>,
-    config: &Config,
-) -> Result<Parsed, ProtocolError> {
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(ProtocolError::BadRequestLine);
-    };
-    let version = match minor {
-        0 => Version::Http10,
-        1 => Version::Http11,
-        _ => return Err(ProtocolError::UnsupportedVersion),
-    };
-    let method_span = Span::of(head, method.as_bytes());
-    let target_span = Span::of(head, target.as_bytes());
-    let t = target.as_bytes();
-    let (form, authority, path, query) = split_target(method.as_bytes(), t)?;
+fn validate(head: &[u8], tokens: Tokens, config: &Config) -> Result<Parsed, ProtocolError> {
+    let version = tokens.version;
+    let method = tokens.method.get(head);
+    let target_span = tokens.target;
+    let (form, authority, path, query) = split_target(method, target_span.get(head))?;
     let authority = authority.map(|(a, b)| target_span.sub(a, b));
     let path = target_span.sub(path.0, path.1);
     let query = query.map(|(a, b)| target_span.sub(a, b));
 
-    let mut fields = Vec::with_capacity(req.headers.len());
     let mut host = None;
     let mut host_count = 0usize;
     let mut keep_alive_token = false;
     let mut close_token = false;
     let mut expect_continue = false;
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        let name_span = Span::of(head, name);
-        let id = names::lookup_in(head, name_span.start as usize, name.len());
-        fields.push(Field { name: name_span, value: Span::of(head, h.value), id });
-        match id {
+    let mut framing_fields = false;
+    for f in &tokens.fields {
+        match f.id {
             names::HOST => {
                 host_count += 1;
-                host = Some(Span::of(head, h.value));
-                if !valid_authority(h.value) {
+                host = Some(f.value);
+                if !valid_authority(f.value.get(head)) {
                     return Err(ProtocolError::BadHost);
                 }
             }
             names::CONNECTION => {
-                for token in framing::list_elements(h.value) {
+                for token in framing::list_elements(f.value.get(head)) {
                     close_token |= token.eq_ignore_ascii_case(b"close");
                     keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
                 }
             }
             names::EXPECT => {
                 // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
-                expect_continue |=
-                    version == Version::Http11 && h.value.eq_ignore_ascii_case(b"100-continue");
+                expect_continue |= version == Version::Http11
+                    && f.value.get(head).eq_ignore_ascii_case(b"100-continue");
             }
+            names::CONTENT_LENGTH | names::TRANSFER_ENCODING => framing_fields = true,
             _ => {}
         }
     }
@@ -473,26 +410,37 @@ fn validate(
         0 | 1 => {}
         _ => return Err(ProtocolError::MultipleHost),
     }
-    let body = framing::request_framing(
-        version,
-        req.headers.iter().map(|h| (h.name, h.value)),
-        config.max_body_size,
-    )?;
+    let body = if framing_fields {
+        // Only the framing fields: the names are tokens, so ASCII.
+        let framing = tokens
+            .fields
+            .iter()
+            .filter(|f| matches!(f.id, names::CONTENT_LENGTH | names::TRANSFER_ENCODING));
+        framing::request_framing(
+            version,
+            framing.map(|f| {
+                (std::str::from_utf8(f.name.get(head)).unwrap_or_default(), f.value.get(head))
+            }),
+            config.max_body_size,
+        )?
+    } else {
+        RequestBody::Empty
+    };
     let keep_alive = framing::keep_alive(version, close_token, keep_alive_token);
     Ok(Parsed {
-        method: method_span,
+        method: tokens.method,
         target: target_span,
         path,
         query,
         authority,
         form,
         version,
-        fields,
+        fields: tokens.fields,
         host,
         body,
         keep_alive,
         expect_continue,
-        ascii: head.is_ascii(),
+        ascii: tokens.ascii,
     })
 }
 
@@ -621,86 +569,6 @@ pub(crate) fn parse_port(digits: &[u8]) -> Option<u16> {
         return None;
     }
     u16::try_from(digits.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))).ok()
-}
-
-/// Explains an httparse error with the status-bearing error it deserves. Runs only on the error
-/// path, so it can afford to look at the head again.
-fn classify(e: httparse::Error, head: &[u8]) -> ProtocolError {
-    let request_line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
-    let request_line = &head[..request_line_end];
-    if memchr::memchr(b'\r', &request_line[..request_line.len().saturating_sub(1)]).is_some() {
-        return ProtocolError::BareLineEnding;
-    }
-    // RFC 9112 §3: exactly `method SP request-target SP HTTP-version` (a target holds no space);
-    // any other shape is a malformed line, not a version (505) or a field problem.
-    let line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
-    if memchr::memchr_iter(b' ', line).count() != 2
-        || (e == httparse::Error::NewLine
-            && !(line.ends_with(b" HTTP/1.0") || line.ends_with(b" HTTP/1.1")))
-    {
-        return ProtocolError::BadRequestLine;
-    }
-    match e {
-        httparse::Error::Version => {
-            let version = request_line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-            let version = version.strip_suffix(b"\r").unwrap_or(version);
-            match version {
-                [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-                    if major.is_ascii_digit() && minor.is_ascii_digit() =>
-                {
-                    ProtocolError::UnsupportedVersion
-                }
-                [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => {
-                    ProtocolError::UnsupportedVersion
-                }
-                _ => ProtocolError::BadRequestLine,
-            }
-        }
-        httparse::Error::Token => {
-            let method_end = request_line.iter().position(|&b| b == b' ');
-            match method_end {
-                Some(m) if m > 0 && request_line[..m].iter().all(|&b| is_tchar(b)) => {
-                    ProtocolError::BadTarget
-                }
-                _ => ProtocolError::BadRequestLine,
-            }
-        }
-        httparse::Error::HeaderName | httparse::Error::HeaderValue | httparse::Error::NewLine => {
-            classify_fields(&head[(request_line_end + 1).min(head.len())..], e)
-        }
-        httparse::Error::TooManyHeaders => ProtocolError::TooManyFields,
-        httparse::Error::Status => ProtocolError::BadRequestLine,
-    }
-}
-
-fn classify_fields(fields: &[u8], e: httparse::Error) -> ProtocolError {
-    for line in fields.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.contains(&b'\r') {
-            return ProtocolError::BareLineEnding;
-        }
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            return ProtocolError::ObsoleteLineFolding;
-        }
-        if let Some(colon) = memchr::memchr(b':', line) {
-            let name = &line[..colon];
-            if name.last().is_some_and(|&b| b == b' ' || b == b'\t') {
-                return ProtocolError::WhitespaceBeforeColon;
-            }
-            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
-                return ProtocolError::BadFieldName;
-            }
-            if !crate::response::valid_field_value(&line[colon + 1..]) {
-                return ProtocolError::BadFieldValue;
-            }
-        } else if !line.is_empty() {
-            return ProtocolError::BadFieldName;
-        }
-    }
-    match e {
-        httparse::Error::HeaderValue => ProtocolError::BadFieldValue,
-        _ => ProtocolError::BadFieldName,
-    }
 }
 
 /// `tchar` of RFC 9110 §5.6.2.

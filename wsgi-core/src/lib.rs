@@ -90,6 +90,7 @@ mod proxy_protocol;
 pub mod python;
 mod response;
 mod state;
+mod tokenize;
 
 pub use app::{AppIo, AppIoError, Application, Job, JobSource};
 pub use config::Config;

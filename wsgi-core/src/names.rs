@@ -10,6 +10,7 @@ pub(crate) const HOST: u8 = 0;
 pub(crate) const CONNECTION: u8 = 1;
 pub(crate) const EXPECT: u8 = 2;
 pub(crate) const CONTENT_LENGTH: u8 = 3;
+pub(crate) const TRANSFER_ENCODING: u8 = 4;
 pub(crate) const CONTENT_TYPE: u8 = 5;
 pub(crate) const COOKIE: u8 = 6;
 #[cfg_attr(not(feature = "python"), allow(dead_code))] // the bridge keeps credentials out of its caches
@@ -135,28 +136,25 @@ const fn slot(w: Words) -> usize {
     ((w.first ^ w.last.rotate_left(23)).wrapping_add(w.len as u64).wrapping_mul(M) >> 56) as usize
 }
 
-/// The [`Words`] of each known name, by id.
-static KNOWN: [Words; 62] = KNOWN_WORDS;
+/// A slot of [`BY_HASH`]: the [`Words`] of the known name there and its id, side by side so a
+/// lookup reads one place.
+#[derive(Clone, Copy)]
+struct Slot {
+    words: Words,
+    id: u8,
+}
 
-/// [`KNOWN`], as a constant [`BY_HASH`] is computed from.
-const KNOWN_WORDS: [Words; 62] = {
-    let mut table = [Words { len: 0, first: 0, last: 0 }; 62];
+/// The known name in each slot, or, in a slot no name hashes to, [`Words`] no name has (length
+/// 0) and [`UNKNOWN`].
+static BY_HASH: [Slot; 256] = {
+    let empty = Slot { words: Words { len: 0, first: 0, last: 0 }, id: UNKNOWN };
+    let mut table = [empty; 256];
     let mut id = 0;
     while id < NAME_LIST.len() {
-        table[id] = words_of(NAME_LIST[id].0.as_bytes());
-        id += 1;
-    }
-    table
-};
-
-/// The id in each slot, or [`UNKNOWN`].
-static BY_HASH: [u8; 256] = {
-    let mut table = [UNKNOWN; 256];
-    let mut id = 0;
-    while id < KNOWN_WORDS.len() {
-        let at = slot(KNOWN_WORDS[id]);
-        assert!(table[at] == UNKNOWN, "two known header names share a slot: search another M");
-        table[at] = id as u8;
+        let words = words_of(NAME_LIST[id].0.as_bytes());
+        let at = slot(words);
+        assert!(table[at].id == UNKNOWN, "two known header names share a slot: search another M");
+        table[at] = Slot { words, id: id as u8 };
         id += 1;
     }
     table
@@ -167,19 +165,18 @@ pub(crate) fn lookup(name: &[u8]) -> u8 {
     find(words_of(name), name)
 }
 
-/// [`lookup`] of the header name `head[start..start + len]` (a token, as httparse guarantees),
-/// reading its first and last eight bytes as two words where the head has them around it
-/// (it always does but for a name of under three bytes ending it): some 12 names per request,
-/// and hashing a byte at a time was a tenth of the request path.
-pub(crate) fn lookup_in(head: &[u8], start: usize, len: usize) -> u8 {
-    let end = start + len;
-    let name = head.get(start..end).unwrap_or_default();
-    let first = head.get(start..start + 8);
-    let last = end.checked_sub(8).and_then(|at| head.get(at..end));
-    let (Some(first), Some(last)) = (first, last) else { return lookup(name) };
+/// [`lookup`] of a header name (visible ASCII: see [`find`] for why that makes it exact) whose
+/// bytes the caller has already read as little-endian words: `first` holds the eight bytes from
+/// the name's start (those past a shorter name's end are ignored) and `last` the eight ending
+/// with it (ignored for a name under eight bytes). The tokenizer reads both while it looks for
+/// the name's end; some 12 names per request made a second reading of them, or hashing a byte
+/// at a time, a tenth of the request path.
+#[inline(always)]
+pub(crate) fn lookup_read(name: &[u8], first: u64, last: u64) -> u8 {
+    let len = name.len();
     let keep = if len >= 8 { u64::MAX } else { (1u64 << (8 * len)) - 1 };
-    let first = (word(first) | LOWER) & keep;
-    let last = if len >= 8 { word(last) | LOWER } else { first };
+    let first = (first | LOWER) & keep;
+    let last = if len >= 8 { last | LOWER } else { first };
     find(Words { len, first, last }, name)
 }
 
@@ -194,16 +191,19 @@ fn middle(name: &[u8]) -> &[u8] {
 }
 
 /// The id of the known name whose [`Words`] are `w`, confirmed against all of `name`: exact for
-/// tokens, since every byte of a known name (`a-z`, `0-9`, `-`) has bit 0x20 set and setting
-/// that bit maps no token byte other than an uppercase letter onto one of them.
+/// visible ASCII, since every byte of a known name (`a-z`, `0-9`, `-`) has bit 0x20 set and
+/// setting that bit maps no visible ASCII byte other than an uppercase letter onto one of them
+/// (only controls: CR onto `-`, 0x10-0x19 onto digits).
+#[inline(always)]
 fn find(w: Words, name: &[u8]) -> u8 {
-    let id = BY_HASH[slot(w)];
-    let Some(known) = KNOWN.get(usize::from(id)) else { return UNKNOWN };
+    let slot = &BY_HASH[slot(w)];
     // The two words cover a name of up to 16 bytes; the middle of a longer one is compared.
-    let same = *known == w
-        && (w.len <= 16
-            || eq_with_bits_set(middle(name), middle(NAMES[usize::from(id)].0.as_bytes()), 0x20));
-    if same { id } else { UNKNOWN }
+    let same = slot.words == w
+        && (w.len <= 16 || {
+            let known = NAMES.get(usize::from(slot.id)).map_or("", |n| n.0);
+            eq_with_bits_set(middle(name), middle(known.as_bytes()), 0x20)
+        });
+    if same { slot.id } else { UNKNOWN }
 }
 
 /// Whether `a`, with the bits of `set` set in each byte, equals `b` (with `set` 0: `a == b`);
@@ -248,6 +248,12 @@ mod tests {
             (X_FORWARDED_PORT, "x-forwarded-port"),
             (X_FORWARDED_PREFIX, "x-forwarded-prefix"),
             (FORWARDED, "forwarded"),
+            (HOST, "host"),
+            (CONNECTION, "connection"),
+            (EXPECT, "expect"),
+            (CONTENT_LENGTH, "content-length"),
+            (TRANSFER_ENCODING, "transfer-encoding"),
+            (CONTENT_TYPE, "content-type"),
             (COOKIE, "cookie"),
             (AUTHORIZATION, "authorization"),
             (PROXY_AUTHORIZATION, "proxy-authorization"),
@@ -271,18 +277,26 @@ mod tests {
             .map_or(UNKNOWN, |id| id as u8)
     }
 
-    /// Both lookups of `name`, the fast one with the name inside a request head and at its
-    /// very end (where its words cannot be read around it).
+    /// [`lookup_read`] of `name` with the words read around it, the bytes past its ends being
+    /// `fill`.
+    fn read_with(name: &[u8], fill: u8) -> u8 {
+        let mut around = vec![fill; 8];
+        around.extend_from_slice(name);
+        around.extend_from_slice(&[fill; 8]);
+        let start = 8;
+        let end = start + name.len();
+        let first = word(&around[start..start + 8]);
+        let last = word(&around[end - 8..end]);
+        lookup_read(name, first, last)
+    }
+
+    /// Both lookups of `name`, the one on read words with different bytes around it.
     fn check(name: &[u8]) {
         let expected = reference(name);
         assert_eq!(lookup(name), expected, "{:?}", String::from_utf8_lossy(name));
-        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
-        let start = head.len();
-        head.extend_from_slice(name);
-        assert_eq!(lookup_in(&head, start, name.len()), expected, "at the end: {name:?}");
-        head.extend_from_slice(b": v\r\n\r\n");
-        assert_eq!(lookup_in(&head, start, name.len()), expected, "in a head: {name:?}");
-        assert_eq!(lookup_in(name, 0, name.len()), expected, "alone: {name:?}");
+        for fill in [b':', b' ', b'a', b'A', 0xff, 0] {
+            assert_eq!(read_with(name, fill), expected, "{name:?} among {fill:#x}");
+        }
     }
 
     #[test]

@@ -1,0 +1,627 @@
+//! The request head tokenizer: one pass over the head's bytes that splits it into the request
+//! line's parts and header fields, checks every byte against the grammar, enforces the line
+//! limits and finds each field name's id in [`names`], all at once.
+//!
+//! It only decides whether a head is valid; [`explain`] says why one is not, on the error path
+//! alone, so the hot path carries no error bookkeeping. The grammar is RFC 9112's, as strict as
+//! httparse's defaults (single spaces in the request line, no obs-fold) plus CRLF line endings:
+//!
+//! - method: `tchar`s (RFC 9110 §5.6.2); target: visible ASCII or UTF-8;
+//!   version: `HTTP/1.0` or `HTTP/1.1`;
+//! - field name: `tchar`s directly followed by `:`; value: HTAB, visible ASCII, space and bytes
+//!   of 0x80 and up, with whitespace around it trimmed.
+//!
+//! Bytes are classified eight at a time with word arithmetic (safe code, no intrinsics): most of
+//! a head is field values, and a typical one is crossed in a few steps.
+
+use crate::config::Config;
+use crate::error::ProtocolError;
+use crate::head::{Field, Span, Version, is_tchar};
+use crate::names;
+
+/// A head that [`tokenize`] found valid: where its parts are, as offsets into its bytes.
+#[derive(Debug)]
+pub(crate) struct Tokens {
+    pub(crate) method: Span,
+    pub(crate) target: Span,
+    pub(crate) version: Version,
+    pub(crate) fields: Vec<Field>,
+    /// Every byte of the head is ASCII.
+    pub(crate) ascii: bool,
+    /// The head's length, through the empty line that ends it.
+    pub(crate) len: usize,
+}
+
+/// Fields a head is expected to have; more make the list grow once.
+const FIELDS_HINT: usize = 16;
+
+/// Bit 7 of every byte.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+/// Bits 0-6 of every byte.
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// `b` in every byte.
+const fn splat(b: u8) -> u64 {
+    u64::from_ne_bytes([b; 8])
+}
+
+/// Which bytes of a word stop a scan: bit 7 of each byte of the result says whether that byte
+/// of `w` does. Exact per byte: no sum below carries out of its byte.
+trait Stop: Copy {
+    fn marks(self, w: u64) -> u64;
+    fn is_stop(self, b: u8) -> bool;
+}
+
+/// Bytes of 0x80 and up, DEL, and bytes below `below`.
+#[derive(Clone, Copy)]
+struct Outside {
+    /// The lowest byte that does not stop (0x20 for values, 0x21 for the target).
+    below: u8,
+}
+
+impl Stop for Outside {
+    #[inline(always)]
+    fn marks(self, w: u64) -> u64 {
+        let low = w & LOW7;
+        // Bit 7 of `low + (0x80 - below)` is set for bytes from `below` up; of `low + 1` for DEL.
+        (w | !low.wrapping_add(splat(0x80 - self.below)) | low.wrapping_add(splat(1))) & HIGH
+    }
+    #[inline(always)]
+    fn is_stop(self, b: u8) -> bool {
+        (b < self.below) | (b >= 0x7f)
+    }
+}
+
+/// As [`Outside`], but bytes of 0x80 and up do not stop: once a head is known not to be ASCII,
+/// its non-ASCII bytes need no more attention.
+#[derive(Clone, Copy)]
+struct Control {
+    below: u8,
+}
+
+impl Stop for Control {
+    #[inline(always)]
+    fn marks(self, w: u64) -> u64 {
+        let low = w & LOW7;
+        !w & (!low.wrapping_add(splat(0x80 - self.below)) | low.wrapping_add(splat(1))) & HIGH
+    }
+    #[inline(always)]
+    fn is_stop(self, b: u8) -> bool {
+        (b < self.below) | (b == 0x7f)
+    }
+}
+
+/// What ends a field name: `:`, or any byte outside visible ASCII.
+#[derive(Clone, Copy)]
+struct NameEnd;
+
+impl Stop for NameEnd {
+    #[inline(always)]
+    fn marks(self, w: u64) -> u64 {
+        let colon = w ^ splat(b':');
+        // Bit 7 set exactly for the zero bytes of `colon`.
+        let is_colon = !((colon & LOW7).wrapping_add(LOW7) | colon | LOW7);
+        Outside { below: 0x21 }.marks(w) | is_colon
+    }
+    #[inline(always)]
+    fn is_stop(self, b: u8) -> bool {
+        (b == b':') | Outside { below: 0x21 }.is_stop(b)
+    }
+}
+
+/// The eight bytes of `buf` from `at` as a little-endian word, if it has them.
+#[inline(always)]
+fn word_at(buf: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = buf.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// Finds the first byte at or after `from` that `stop` selects, eight bytes at a time.
+#[inline(always)]
+fn find(buf: &[u8], mut from: usize, stop: impl Stop) -> Option<usize> {
+    // Sixteen bytes at a time while none stops: a lane-wise test and an OR across the lanes,
+    // which the compiler turns into vector compares and one mask test. Finding which byte
+    // stops is left to the words below, once per search.
+    while let Some(chunk) = buf.get(from..from + 16) {
+        if chunk.iter().fold(0u8, |any, &b| any | u8::from(stop.is_stop(b))) != 0 {
+            break;
+        }
+        from += 16;
+    }
+    while let Some(w) = word_at(buf, from) {
+        let m = stop.marks(w);
+        if m != 0 {
+            return Some(from + (m.trailing_zeros() / 8) as usize);
+        }
+        from += 8;
+    }
+    buf.get(from..)?.iter().position(|&b| stop.is_stop(b)).map(|i| from + i)
+}
+
+/// Tokenizes the head at the start of `buf`, which must not start with an empty line.
+///
+/// Returns `None` unless `buf` begins with a complete, valid head whose lines all end in CRLF,
+/// whose request line and field lines fit `config`'s limits and which has at most
+/// `config.max_header_count` fields. The head-size limit is the caller's: it passes at most
+/// that many bytes.
+pub(crate) fn tokenize(buf: &[u8], config: &Config) -> Option<Tokens> {
+    let mut ascii = true;
+
+    // The request line: method SP target SP version CRLF.
+    let method_len = buf.iter().position(|&b| !is_tchar(b))?;
+    if method_len == 0 || buf.get(method_len) != Some(&b' ') {
+        return None;
+    }
+    let target_start = method_len + 1;
+    let mut at = target_start;
+    let target_end = loop {
+        let stop = if ascii {
+            find(buf, at, Outside { below: 0x21 })?
+        } else {
+            find(buf, at, Control { below: 0x21 })?
+        };
+        match buf[stop] {
+            b' ' => break stop,
+            0x80.. => {
+                ascii = false;
+                at = stop + 1;
+            }
+            _ => return None,
+        }
+    };
+    // A target is ASCII (RFC 3986 §2); raw UTF-8 is tolerated, as browsers send it, and any
+    // other byte refused rather than guessed at.
+    let target = &buf[target_start..target_end];
+    if target.is_empty() || (!ascii && std::str::from_utf8(target).is_err()) {
+        return None;
+    }
+    let version = match buf.get(target_end + 1..target_end + 11)? {
+        b"HTTP/1.1\r\n" => Version::Http11,
+        b"HTTP/1.0\r\n" => Version::Http10,
+        _ => return None,
+    };
+    if target_end + 9 > config.max_request_line {
+        return None;
+    }
+
+    let mut fields = Vec::with_capacity(FIELDS_HINT);
+    let mut pos = target_end + 11;
+    loop {
+        let line_start = pos;
+        if buf.get(pos..pos + 2)? == b"\r\n" {
+            return Some(Tokens {
+                method: span(0, method_len),
+                target: span(target_start, target_end),
+                version,
+                fields,
+                ascii,
+                len: pos + 2,
+            });
+        }
+        if fields.len() == config.max_header_count {
+            return None;
+        }
+
+        // The name's end, and its first and last eight bytes for the name lookup: the words
+        // the search reads (all but the last few lines of a buffer have eight bytes to read).
+        let first = word_at(buf, pos);
+        let colon = match first.map(|w| NameEnd.marks(w)) {
+            Some(m) if m != 0 => pos + (m.trailing_zeros() / 8) as usize,
+            _ => find(buf, pos, NameEnd)?,
+        };
+        if colon == pos || buf[colon] != b':' {
+            return None;
+        }
+        let name = &buf[pos..colon];
+        let id = match (first, colon.checked_sub(8).and_then(|at| word_at(buf, at))) {
+            (Some(first), Some(last)) => names::lookup_read(name, first, last),
+            _ => names::lookup(name),
+        };
+        if id == names::UNKNOWN && !name.iter().all(|&b| is_tchar(b)) {
+            return None;
+        }
+
+        let mut value_start = colon + 1;
+        while matches!(buf.get(value_start), Some(b' ' | b'\t')) {
+            value_start += 1;
+        }
+        let mut at = value_start;
+        let cr = loop {
+            let stop = if ascii {
+                find(buf, at, Outside { below: 0x20 })?
+            } else {
+                find(buf, at, Control { below: 0x20 })?
+            };
+            match buf[stop] {
+                b'\r' => break stop,
+                b'\t' => at = stop + 1,
+                0x80.. => {
+                    ascii = false;
+                    at = stop + 1;
+                }
+                _ => return None,
+            }
+        };
+        if buf.get(cr + 1) != Some(&b'\n') || cr - line_start > config.max_field_size {
+            return None;
+        }
+        let mut value_end = cr;
+        while value_end > value_start && matches!(buf[value_end - 1], b' ' | b'\t') {
+            value_end -= 1;
+        }
+        fields.push(Field {
+            name: span(line_start, colon),
+            value: span(value_start, value_end),
+            id,
+        });
+        pos = cr + 2;
+    }
+}
+
+/// A span of a head; heads are far shorter than `u32::MAX` (the scanner caps them).
+fn span(start: usize, end: usize) -> Span {
+    Span { start: start as u32, end: end as u32 }
+}
+
+/// Says why [`tokenize`] refused `head`, a complete head whose lines all end in CRLF and fit
+/// their limits (the scanner checked): the first line, in order, that breaks the grammar, and
+/// the rule it breaks.
+pub(crate) fn explain(head: &[u8]) -> ProtocolError {
+    broken_rule(head).unwrap_or(ProtocolError::BadFieldName)
+}
+
+/// The rule that the first line of `head` to break one breaks, or `None` if every line keeps
+/// the grammar (then [`tokenize`] accepts `head`: the tests check that the two agree).
+fn broken_rule(head: &[u8]) -> Option<ProtocolError> {
+    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let request_line = lines.next().unwrap_or_default();
+    explain_request_line(request_line).or_else(|| lines.find_map(explain_field_line))
+}
+
+/// The rule `line` (without its CRLF) breaks as a request line, if any.
+fn explain_request_line(line: &[u8]) -> Option<ProtocolError> {
+    if line.contains(&b'\r') {
+        return Some(ProtocolError::BareLineEnding);
+    }
+    // RFC 9112 §3: exactly `method SP request-target SP HTTP-version` (a target holds no space);
+    // any other shape is a malformed line, not a version (505) or a target problem.
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Some(ProtocolError::BadRequestLine);
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Some(ProtocolError::BadRequestLine);
+    }
+    if target.is_empty()
+        || target.iter().any(|&b| Control { below: 0x21 }.is_stop(b))
+        || std::str::from_utf8(target).is_err()
+    {
+        return Some(ProtocolError::BadTarget);
+    }
+    match version {
+        b"HTTP/1.0" | b"HTTP/1.1" => None,
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Some(ProtocolError::UnsupportedVersion)
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => {
+            Some(ProtocolError::UnsupportedVersion)
+        }
+        _ => Some(ProtocolError::BadRequestLine),
+    }
+}
+
+/// The rule `line` (without its CRLF) breaks as a field line, if any.
+fn explain_field_line(line: &[u8]) -> Option<ProtocolError> {
+    if line.contains(&b'\r') {
+        return Some(ProtocolError::BareLineEnding);
+    }
+    if matches!(line.first(), Some(b' ' | b'\t')) {
+        return Some(ProtocolError::ObsoleteLineFolding);
+    }
+    let Some(colon) = memchr::memchr(b':', line) else {
+        return (!line.is_empty()).then_some(ProtocolError::BadFieldName);
+    };
+    let name = &line[..colon];
+    if name.last().is_some_and(|&b| b == b' ' || b == b'\t') {
+        return Some(ProtocolError::WhitespaceBeforeColon);
+    }
+    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        return Some(ProtocolError::BadFieldName);
+    }
+    if line[colon + 1..].iter().any(|&b| b != b'\t' && Control { below: 0x20 }.is_stop(b)) {
+        return Some(ProtocolError::BadFieldValue);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> Config {
+        Config::default()
+    }
+
+    /// A head's method, target and fields (name, value), for comparisons.
+    type Parts = (String, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+    /// The tokens of `head`, as [`Parts`].
+    fn parts(head: &[u8], t: &Tokens) -> Parts {
+        let text = |s: Span| String::from_utf8(s.get(head).to_vec()).unwrap();
+        let fields = t.fields.iter().map(|f| (text(f.name), f.value.get(head).to_vec())).collect();
+        (text(t.method), t.target.get(head).to_vec(), fields)
+    }
+
+    #[test]
+    fn a_head_and_what_it_is_made_of() {
+        let head = b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-Custom:  v \t\r\nEmpty:\r\n\r\nBODY";
+        let t = tokenize(head, &config()).unwrap();
+        assert_eq!(t.len, head.len() - 4);
+        assert_eq!(t.version, Version::Http11);
+        assert!(t.ascii);
+        let (method, target, fields) = parts(head, &t);
+        assert_eq!(method, "GET");
+        assert_eq!(target, b"/a?b");
+        assert_eq!(
+            fields,
+            [
+                ("Host".to_owned(), b"x".to_vec()),
+                ("X-Custom".to_owned(), b"v".to_vec()),
+                ("Empty".to_owned(), b"".to_vec()),
+            ]
+        );
+        let ids: Vec<u8> = t.fields.iter().map(|f| f.id).collect();
+        assert_eq!(ids, [names::HOST, names::UNKNOWN, names::UNKNOWN]);
+    }
+
+    #[test]
+    fn table() {
+        // (head, accepted, ASCII, the rule a refused one breaks)
+        let rows: &[(&[u8], bool, bool, Option<ProtocolError>)] = &[
+            (b"GET / HTTP/1.0\r\n\r\n", true, true, None),
+            (b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", true, true, None),
+            (b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n", true, false, None),
+            (b"GET / HTTP/1.1\r\nX: caf\xe9\r\nY: \x7e\r\n\r\n", true, false, None),
+            (b"GET / HTTP/1.1\r\nX: a\tb\r\n\r\n", true, true, None),
+            (b"GET /\xe9 HTTP/1.1\r\n\r\n", false, false, Some(ProtocolError::BadTarget)),
+            (b"GET /\x7f HTTP/1.1\r\n\r\n", false, true, Some(ProtocolError::BadTarget)),
+            (b"GET  HTTP/1.1\r\n\r\n", false, true, Some(ProtocolError::BadTarget)),
+            (b"G(T / HTTP/1.1\r\n\r\n", false, true, Some(ProtocolError::BadRequestLine)),
+            (b"GET / HTTP/1.1 \r\n\r\n", false, true, Some(ProtocolError::BadRequestLine)),
+            (b"GET / HTTP/2.0\r\n\r\n", false, true, Some(ProtocolError::UnsupportedVersion)),
+            (b"GET / HTTP/1.2\r\n\r\n", false, true, Some(ProtocolError::UnsupportedVersion)),
+            (b"GET / HTTP/2\r\n\r\n", false, true, Some(ProtocolError::UnsupportedVersion)),
+            (b"GET / http/1.1\r\n\r\n", false, true, Some(ProtocolError::BadRequestLine)),
+            (b"GET /\r HTTP/1.1\r\n\r\n", false, true, Some(ProtocolError::BareLineEnding)),
+            (
+                b"GET / HTTP/1.1\r\n X: v\r\n\r\n",
+                false,
+                true,
+                Some(ProtocolError::ObsoleteLineFolding),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nX : v\r\n\r\n",
+                false,
+                true,
+                Some(ProtocolError::WhitespaceBeforeColon),
+            ),
+            (b"GET / HTTP/1.1\r\nX(: v\r\n\r\n", false, true, Some(ProtocolError::BadFieldName)),
+            (b"GET / HTTP/1.1\r\n: v\r\n\r\n", false, true, Some(ProtocolError::BadFieldName)),
+            (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", false, true, Some(ProtocolError::BadFieldName)),
+            (
+                b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+                false,
+                true,
+                Some(ProtocolError::BadFieldValue),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nX: a\x7fb\r\n\r\n",
+                false,
+                true,
+                Some(ProtocolError::BadFieldValue),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+                false,
+                true,
+                Some(ProtocolError::BareLineEnding),
+            ),
+            // A control byte in a known name's place is no known name: CR would read as `-`.
+            (
+                b"GET / HTTP/1.1\r\ncontent\rlength: 1\r\n\r\n",
+                false,
+                true,
+                Some(ProtocolError::BareLineEnding),
+            ),
+            (b"GET / HTTP/1.1\r\nt\x05: 1\r\n\r\n", false, true, Some(ProtocolError::BadFieldName)),
+        ];
+        for &(head, accepted, ascii, rule) in rows {
+            let shown = String::from_utf8_lossy(head);
+            let t = tokenize(head, &config());
+            assert_eq!(t.is_some(), accepted, "{shown:?}");
+            assert_eq!(broken_rule(head), rule, "{shown:?}");
+            if let Some(t) = t {
+                assert_eq!(t.ascii, ascii, "{shown:?}");
+                assert_eq!(t.len, head.len(), "{shown:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn limits_and_partial_heads() {
+        let head = b"GET /abc HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n";
+        for end in 0..head.len() {
+            assert!(tokenize(&head[..end], &config()).is_none(), "cut at {end}");
+        }
+        let limited = |f: &dyn Fn(&mut Config)| {
+            let mut c = config();
+            f(&mut c);
+            tokenize(head, &c).is_some()
+        };
+        assert!(limited(&|c| c.max_request_line = 17));
+        assert!(!limited(&|c| c.max_request_line = 16));
+        assert!(limited(&|c| c.max_field_size = 11));
+        assert!(!limited(&|c| c.max_field_size = 10));
+        assert!(limited(&|c| c.max_header_count = 2));
+        assert!(!limited(&|c| c.max_header_count = 1));
+    }
+
+    /// Every byte value in every lane of a word, among every kind of neighbour: each scan's
+    /// marks are exactly its per-byte rule.
+    #[test]
+    fn word_marks_are_exact() {
+        fn check(stop: impl Stop) {
+            let neighbours = [0x00, 0x09, 0x0d, 0x1f, 0x20, 0x21, 0x3a, 0x7e, 0x7f, 0x80, 0xff];
+            for b in 0..=255u8 {
+                for lane in 0..8 {
+                    for &n in &neighbours {
+                        let mut bytes = [n; 8];
+                        bytes[lane] = b;
+                        let expected = bytes.iter().enumerate().fold(0u64, |m, (i, &x)| {
+                            m | (u64::from(stop.is_stop(x)) << (8 * i + 7))
+                        });
+                        assert_eq!(stop.marks(u64::from_le_bytes(bytes)), expected, "{bytes:?}");
+                    }
+                }
+            }
+        }
+        check(Outside { below: 0x20 });
+        check(Outside { below: 0x21 });
+        check(Control { below: 0x20 });
+        check(Control { below: 0x21 });
+        check(NameEnd);
+    }
+
+    #[test]
+    fn find_agrees_with_a_plain_search() {
+        let stop = Outside { below: 0x20 };
+        let mut hay = vec![b'a'; 70];
+        assert_eq!(find(&hay, 0, stop), None);
+        for i in 0..hay.len() {
+            hay[i] = b'\r';
+            for from in 0..=i {
+                assert_eq!(find(&hay, from, stop), Some(i), "stop at {i}, from {from}");
+            }
+            assert_eq!(find(&hay, i + 1, stop), None);
+            hay[i] = b'a';
+        }
+    }
+
+    /// What httparse makes of `head` where its grammar and ours are the same: a complete head
+    /// with every line ending in CRLF. Returns the head's length and its parts.
+    fn oracle(head: &[u8]) -> Option<(usize, Parts)> {
+        if matches!(head.first(), Some(b'\r' | b'\n')) {
+            return None; // httparse skips empty lines first; the scanner does that here
+        }
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut slots);
+        let Ok(httparse::Status::Complete(n)) = req.parse(head) else { return None };
+        let crlf_only =
+            head[..n].iter().enumerate().all(|(i, &b)| b != b'\n' || i > 0 && head[i - 1] == b'\r');
+        if !crlf_only {
+            return None;
+        }
+        let fields = req.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
+        Some((n, (req.method?.to_owned(), req.path?.as_bytes().to_vec(), fields)))
+    }
+
+    fn field_line() -> impl Strategy<Value = Vec<u8>> {
+        let name = prop_oneof![
+            Just("Host".to_owned()),
+            Just("content-length".to_owned()),
+            Just("Upgrade-Insecure-Requests".to_owned()),
+            "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,30}",
+        ];
+        let value = proptest::collection::vec(
+            // Mostly what a value may hold, now and then what it may not.
+            prop_oneof![
+                40 => 0x20u8..0x7f,
+                3 => Just(b'\t'),
+                5 => 0x80u8..=0xff,
+                1 => Just(0x7f),
+                1 => 0u8..0x20,
+            ],
+            0..40,
+        );
+        (name, value).prop_map(|(n, v)| [n.as_bytes(), b": ", &v, b"\r\n"].concat())
+    }
+
+    fn head() -> impl Strategy<Value = Vec<u8>> {
+        let method = prop_oneof![Just("GET".to_owned()), "[A-Z]{1,8}"];
+        let target = prop_oneof![
+            Just("/".to_owned()),
+            "/[!-~]{0,40}",
+            "/[a-z\u{e9}\u{4e2d}]{0,8}",
+            "/[a-z\u{0}-\u{1f}\u{7f}]{0,4}",
+        ];
+        let version = prop_oneof![Just("HTTP/1.1"), Just("HTTP/1.0")];
+        let fields = proptest::collection::vec(field_line(), 0..12);
+        (method, target, version, fields).prop_map(|(m, t, v, f)| {
+            [format!("{m} {t} {v}\r\n").as_bytes(), &f.concat(), b"\r\n"].concat()
+        })
+    }
+
+    /// A head with some bytes changed, inserted or removed anywhere.
+    fn mangled() -> impl Strategy<Value = Vec<u8>> {
+        let edit = (any::<prop::sample::Index>(), any::<u8>(), 0..3u8);
+        (head(), proptest::collection::vec(edit, 0..4)).prop_map(|(mut h, edits)| {
+            for (at, byte, kind) in edits {
+                let i = at.index(h.len());
+                match kind {
+                    0 => h[i] = byte,
+                    1 => h.insert(i, byte),
+                    _ => {
+                        h.remove(i);
+                    }
+                }
+            }
+            h
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The tokenizer accepts exactly what httparse does (where the grammars meet), with the
+        /// same parts, and the explanation of a refusal names a line for every head refused.
+        #[test]
+        fn agrees_with_httparse(head in prop_oneof![head(), mangled()]) {
+            let mut input = head.clone();
+            input.extend_from_slice(b"tail \x00\r\n");
+            let ours = tokenize(&input, &config());
+            let theirs = oracle(&input);
+            match (&ours, &theirs) {
+                (Some(t), Some((n, parts_theirs))) => {
+                    prop_assert_eq!(t.len, *n);
+                    prop_assert_eq!(&parts(&input, t), parts_theirs);
+                    prop_assert_eq!(t.ascii, input[..*n].is_ascii());
+                    for f in &t.fields {
+                        prop_assert_eq!(f.id, names::lookup(f.name.get(&input)));
+                    }
+                }
+                (None, None) => {}
+                _ => prop_assert!(
+                    false,
+                    "tokenizer {:?}, httparse {:?}",
+                    ours.map(|t| t.len),
+                    theirs.map(|t| t.0)
+                ),
+            }
+            // Where the head is complete and its lines end in CRLF (what `explain` is given),
+            // a refusal always has a line to blame, and an acceptance none.
+            if let Some(end) = memchr::memmem::find(&input, b"\r\n\r\n") {
+                let head = &input[..end + 4];
+                let crlf_only = head.iter().enumerate().all(|(i, &b)| b != b'\n' || i > 0 && head[i - 1] == b'\r');
+                if crlf_only && !matches!(head.first(), Some(b'\r' | b'\n')) {
+                    prop_assert_eq!(tokenize(head, &config()).is_some(), broken_rule(head).is_none());
+                }
+            }
+        }
+    }
+}
