@@ -657,10 +657,11 @@ impl Builder<'_> {
                 }
             }
         };
-        let p = self.get(path);
-        let under_root = !root.is_empty()
-            && p.starts_with(root)
-            && matches!(p.as_bytes().get(root.len()), None | Some(b'/'));
+        // Without a root path (the usual case) the path need not be read as text at all.
+        let under_root = !root.is_empty() && {
+            let p = self.get(path);
+            p.starts_with(root) && matches!(p.as_bytes().get(root.len()), None | Some(b'/'))
+        };
         let (path, script) = match (under_root, path) {
             (false, _) => (path, Text::Static("")),
             // A head view is ASCII, so the root it starts with has as many bytes as characters.

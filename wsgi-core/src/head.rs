@@ -515,7 +515,7 @@ pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<&[u8]>) {
 /// Checks `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2). An empty value is valid:
 /// RFC 9112 §3.2 has clients send an empty Host when the target has no authority.
 pub(crate) fn valid_authority(a: &[u8]) -> bool {
-    let (host, port) = if a.first() == Some(&b'[') {
+    let (_host, port) = if a.first() == Some(&b'[') {
         let Some(close) = memchr::memchr(b']', a) else { return false };
         let inner = &a[1..close];
         let ok = !inner.is_empty()
@@ -530,33 +530,11 @@ pub(crate) fn valid_authority(a: &[u8]) -> bool {
         }
     } else {
         let (host, port) = split_authority(a);
-        let ok = host.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                )
-        });
-        if !ok {
+        if !host.iter().all(|&b| REG_NAME[usize::from(b)]) {
             return false;
         }
         (host, port)
     };
-    let _ = host;
     match port {
         None => true,
         Some(p) => p.is_empty() || parse_port(p).is_some(),
@@ -573,25 +551,31 @@ pub(crate) fn parse_port(digits: &[u8]) -> Option<u16> {
 
 /// `tchar` of RFC 9110 §5.6.2.
 pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
+    TCHAR[usize::from(b)]
 }
+
+/// The bytes `set` holds, plus ASCII letters and digits, as a lookup table.
+const fn alphanumeric_and(set: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < set.len() {
+        table[set[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+/// `tchar` (RFC 9110 §5.6.2).
+static TCHAR: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
+
+/// What a `reg-name` or IPv4 host holds (RFC 3986 §3.2.2: unreserved, pct-encoded and
+/// sub-delims; `%` is allowed without checking the two hex digits after it).
+static REG_NAME: [bool; 256] = alphanumeric_and(b"-._~%!$&'()*+,;=");
 
 #[cfg(test)]
 mod tests {
