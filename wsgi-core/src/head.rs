@@ -1,6 +1,6 @@
 //! Request head parsing and validation.
 //!
-//! A head that arrives whole (the usual case) is tokenized in one pass by [`tokenize`]. One that
+//! A head that arrives whole (the usual case) is tokenized in one pass by [`tokenize::tokenize`]. One that
 //! arrives in pieces goes through the scanner, which finds the end of the head incrementally,
 //! checking each line's terminator and the size limits as bytes arrive, so a partial head is
 //! never re-tokenized and an oversized one is refused before it is complete; the complete head

@@ -2,7 +2,7 @@
 //! the parser gives them so later stages (framing, Host, the environ) never compare names again.
 //!
 //! The list covers browser, HTTP client library and proxy headers. `BY_HASH` must place every
-//! name of `NAMES` in its own slot (the `table_is_consistent` test checks).
+//! name of `NAMES` in its own slot (a compile-time assertion checks).
 
 /// The id of a name that is not in the table.
 pub(crate) const UNKNOWN: u8 = u8::MAX;
@@ -160,7 +160,8 @@ static BY_HASH: [Slot; 256] = {
     table
 };
 
-/// Returns the id of `name` (ASCII case-insensitive), or [`UNKNOWN`].
+/// Returns the id of `name` (ASCII case-insensitive), or [`UNKNOWN`]. `name` must be visible
+/// ASCII, as the tokenizer guarantees: see [`find`] (a CR would read as `-`).
 pub(crate) fn lookup(name: &[u8]) -> u8 {
     find(words_of(name), name)
 }

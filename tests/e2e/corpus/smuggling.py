@@ -313,12 +313,12 @@ case("connect-authority-form", b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n"
      + S("connect-authority-form"), 501,
      "RFC 9110 9.3.6, 15.6.2: a server that does not tunnel answers CONNECT with 501")
 # RFC 9110 2.5 says a higher minor version SHOULD be served as 1.1; this server refuses it
-# (httparse parses only HTTP/1.0 and HTTP/1.1): a refusal, never a different framing.
+# (the tokenizer accepts only HTTP/1.0 and HTTP/1.1): a refusal, never a different framing.
 case("http-minor-higher", b"GET /echo/http-minor-higher HTTP/1.2\r\nHost: x\r\n\r\n"
      + S("http-minor-higher"), 505,
      "RFC 9110 2.5 (SHOULD serve as 1.1; deviation: refused with 505)")
-# RFC 9112 3.2 wants URI characters; like nginx and gunicorn this server passes raw bytes
-# 0x80-0xFF through (as latin-1, PEP 3333), a decision wsgi-core's environ tests fix.
+# RFC 9112 3.2 wants URI characters; like nginx and gunicorn this server passes raw UTF-8
+# through (its bytes as latin-1, PEP 3333; other raw bytes get 400), a decision wsgi-core's environ tests fix.
 case("non-ascii-target", b"GET /echo/caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", 200,
      "RFC 9112 3 (SHOULD answer 400 to an invalid request-line; accepted as latin-1 bytes)",
      PATH_INFO="/echo/caf\u00c3\u00a9")
