@@ -186,25 +186,6 @@ impl RequestHead {
 /// The largest head the scanner accepts regardless of configuration, so spans fit in `u32`.
 const HEAD_SIZE_CAP: usize = 16 << 20;
 
-/// Finds the first LF in `hay`, eight bytes at a time. Head lines are short, so this beats a
-/// call into a vectorised search per line.
-fn find_lf(hay: &[u8]) -> Option<usize> {
-    const LF: u64 = 0x0a0a_0a0a_0a0a_0a0a;
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let mut words = hay.chunks_exact(8);
-    let mut base = 0;
-    for word in &mut words {
-        let w = u64::from_le_bytes(word.try_into().unwrap_or([0; 8])) ^ LF;
-        // The high bit of each byte of `w` that is zero, exactly (no carries across bytes).
-        let zero = !(((w & LOW7).wrapping_add(LOW7)) | w | LOW7);
-        if zero != 0 {
-            return Some(base + (zero.trailing_zeros() / 8) as usize);
-        }
-        base += 8;
-    }
-    words.remainder().iter().position(|&b| b == b'\n').map(|i| base + i)
-}
-
 /// Finds the end of a request head as bytes arrive and parses it once it is complete.
 #[derive(Debug, Default)]
 pub(crate) struct HeadScanner {
@@ -233,12 +214,11 @@ impl HeadScanner {
             }
         }
         loop {
-            let Some(i) = find_lf(&buf[self.scanned..]) else {
+            let Some(lf) = tokenize::find(buf, self.scanned, tokenize::Is(b'\n')) else {
                 self.scanned = buf.len();
                 self.check_limits(buf, max_head, config)?;
                 return Ok(None);
             };
-            let lf = self.scanned + i;
             // The limits as a read ending just before this LF would have met them. Only a line
             // longer than its limit, or a head longer than its own, can have crossed one.
             let max_line =
@@ -579,7 +559,11 @@ static REG_NAME: [bool; 256] = alphanumeric_and(b"-._~%!$&'()*+,;=");
 
 #[cfg(test)]
 mod tests {
-    use super::find_lf;
+    use crate::tokenize::{Is, find};
+
+    fn find_lf(hay: &[u8]) -> Option<usize> {
+        find(hay, 0, Is(b'\n'))
+    }
 
     #[test]
     fn find_lf_agrees_with_a_plain_search() {

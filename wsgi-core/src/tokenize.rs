@@ -11,13 +11,16 @@
 //! - field name: `tchar`s directly followed by `:`; value: HTAB, visible ASCII, space and bytes
 //!   of 0x80 and up, with whitespace around it trimmed.
 //!
-//! Bytes are classified eight at a time with word arithmetic (safe code, no intrinsics): most of
-//! a head is field values, and a typical one is crossed in a few steps.
+//! Bytes are skipped sixteen at a time while none stops a scan, and the one that does is found
+//! eight at a time with word arithmetic ([`find`]; safe code, no intrinsics). Most of a head is
+//! field values, and a typical one is crossed in a few steps. The incremental scanner in
+//! `head.rs` finds line ends with the same search.
 
 use crate::config::Config;
 use crate::error::ProtocolError;
 use crate::head::{Field, Span, Version, is_tchar};
 use crate::names;
+use crate::response::valid_field_value;
 
 /// A head that [`tokenize`] found valid: where its parts are, as offsets into its bytes.
 #[derive(Debug)]
@@ -47,47 +50,48 @@ const fn splat(b: u8) -> u64 {
 
 /// Which bytes of a word stop a scan: bit 7 of each byte of the result says whether that byte
 /// of `w` does. Exact per byte: no sum below carries out of its byte.
-trait Stop: Copy {
+pub(crate) trait Stop: Copy {
     fn marks(self, w: u64) -> u64;
     fn is_stop(self, b: u8) -> bool;
 }
 
-/// Bytes of 0x80 and up, DEL, and bytes below `below`.
+/// Bytes below `below` (0x20 for values, 0x21 for the target, whose space ends it), DEL and,
+/// with `NON_ASCII`, bytes of 0x80 and up: the scans stop at those while the head is still all
+/// ASCII, to note that it no longer is, and need not once it is not.
 #[derive(Clone, Copy)]
-struct Outside {
-    /// The lowest byte that does not stop (0x20 for values, 0x21 for the target).
+struct Outside<const NON_ASCII: bool> {
     below: u8,
 }
 
-impl Stop for Outside {
+impl<const NON_ASCII: bool> Stop for Outside<NON_ASCII> {
     #[inline(always)]
     fn marks(self, w: u64) -> u64 {
         let low = w & LOW7;
-        // Bit 7 of `low + (0x80 - below)` is set for bytes from `below` up; of `low + 1` for DEL.
-        (w | !low.wrapping_add(splat(0x80 - self.below)) | low.wrapping_add(splat(1))) & HIGH
+        // Bit 7 of `low + (0x80 - below)` is set for low seven bits from `below` up; of
+        // `low + 1` for DEL (and 0xff); bit 7 of `w` for bytes of 0x80 and up.
+        let by_low = !low.wrapping_add(splat(0x80 - self.below)) | low.wrapping_add(splat(1));
+        if NON_ASCII { (w | by_low) & HIGH } else { !w & by_low & HIGH }
     }
     #[inline(always)]
     fn is_stop(self, b: u8) -> bool {
-        (b < self.below) | (b >= 0x7f)
+        (b < self.below) | (b == 0x7f) | (NON_ASCII & (b >= 0x80))
     }
 }
 
-/// As [`Outside`], but bytes of 0x80 and up do not stop: once a head is known not to be ASCII,
-/// its non-ASCII bytes need no more attention.
+/// One byte value.
 #[derive(Clone, Copy)]
-struct Control {
-    below: u8,
-}
+pub(crate) struct Is(pub(crate) u8);
 
-impl Stop for Control {
+impl Stop for Is {
     #[inline(always)]
     fn marks(self, w: u64) -> u64 {
-        let low = w & LOW7;
-        !w & (!low.wrapping_add(splat(0x80 - self.below)) | low.wrapping_add(splat(1))) & HIGH
+        let x = w ^ splat(self.0);
+        // Bit 7 set exactly for the zero bytes of `x`.
+        !((x & LOW7).wrapping_add(LOW7) | x | LOW7)
     }
     #[inline(always)]
     fn is_stop(self, b: u8) -> bool {
-        (b < self.below) | (b == 0x7f)
+        b == self.0
     }
 }
 
@@ -98,14 +102,11 @@ struct NameEnd;
 impl Stop for NameEnd {
     #[inline(always)]
     fn marks(self, w: u64) -> u64 {
-        let colon = w ^ splat(b':');
-        // Bit 7 set exactly for the zero bytes of `colon`.
-        let is_colon = !((colon & LOW7).wrapping_add(LOW7) | colon | LOW7);
-        Outside { below: 0x21 }.marks(w) | is_colon
+        Is(b':').marks(w) | Outside::<true> { below: 0x21 }.marks(w)
     }
     #[inline(always)]
     fn is_stop(self, b: u8) -> bool {
-        (b == b':') | Outside { below: 0x21 }.is_stop(b)
+        Is(b':').is_stop(b) | Outside::<true> { below: 0x21 }.is_stop(b)
     }
 }
 
@@ -118,7 +119,7 @@ fn word_at(buf: &[u8], at: usize) -> Option<u64> {
 
 /// Finds the first byte at or after `from` that `stop` selects, eight bytes at a time.
 #[inline(always)]
-fn find(buf: &[u8], mut from: usize, stop: impl Stop) -> Option<usize> {
+pub(crate) fn find(buf: &[u8], mut from: usize, stop: impl Stop) -> Option<usize> {
     // Sixteen bytes at a time while none stops: a lane-wise test and an OR across the lanes,
     // which the compiler turns into vector compares and one mask test. Finding which byte
     // stops is left to the words below, once per search.
@@ -138,6 +139,36 @@ fn find(buf: &[u8], mut from: usize, stop: impl Stop) -> Option<usize> {
     buf.get(from..)?.iter().position(|&b| stop.is_stop(b)).map(|i| from + i)
 }
 
+/// Finds `end`, the byte that closes the target (SP) or a value (CR), past bytes of `below`
+/// and up other than DEL, and past HTAB where `tab` allows it. Notes a non-ASCII byte in
+/// `ascii`. `None` if another byte comes first or the buffer ends.
+#[inline(always)]
+fn scan_to(
+    buf: &[u8],
+    mut at: usize,
+    end: u8,
+    below: u8,
+    tab: bool,
+    ascii: &mut bool,
+) -> Option<usize> {
+    loop {
+        let stop = if *ascii {
+            find(buf, at, Outside::<true> { below })?
+        } else {
+            find(buf, at, Outside::<false> { below })?
+        };
+        match buf[stop] {
+            b if b == end => return Some(stop),
+            b'\t' if tab => at = stop + 1,
+            0x80.. => {
+                *ascii = false;
+                at = stop + 1;
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// Tokenizes the head at the start of `buf`, which must not start with an empty line.
 ///
 /// Returns `None` unless `buf` begins with a complete, valid head whose lines all end in CRLF,
@@ -153,23 +184,8 @@ pub(crate) fn tokenize(buf: &[u8], config: &Config) -> Option<Tokens> {
         return None;
     }
     let target_start = method_len + 1;
-    let mut at = target_start;
-    let target_end = loop {
-        let stop = if ascii {
-            find(buf, at, Outside { below: 0x21 })?
-        } else {
-            find(buf, at, Control { below: 0x21 })?
-        };
-        match buf[stop] {
-            b' ' => break stop,
-            0x80.. => {
-                ascii = false;
-                at = stop + 1;
-            }
-            _ => return None,
-        }
-    };
-    // A target is ASCII (RFC 3986 §2); raw UTF-8 is tolerated, as browsers send it, and any
+    let target_end = scan_to(buf, target_start, b' ', 0x21, false, &mut ascii)?;
+    // A target is ASCII (RFC 3986 §2); raw UTF-8 is tolerated, as some clients send it, and any
     // other byte refused rather than guessed at.
     let target = &buf[target_start..target_end];
     if target.is_empty() || (!ascii && std::str::from_utf8(target).is_err()) {
@@ -225,23 +241,7 @@ pub(crate) fn tokenize(buf: &[u8], config: &Config) -> Option<Tokens> {
         while matches!(buf.get(value_start), Some(b' ' | b'\t')) {
             value_start += 1;
         }
-        let mut at = value_start;
-        let cr = loop {
-            let stop = if ascii {
-                find(buf, at, Outside { below: 0x20 })?
-            } else {
-                find(buf, at, Control { below: 0x20 })?
-            };
-            match buf[stop] {
-                b'\r' => break stop,
-                b'\t' => at = stop + 1,
-                0x80.. => {
-                    ascii = false;
-                    at = stop + 1;
-                }
-                _ => return None,
-            }
-        };
+        let cr = scan_to(buf, value_start, b'\r', 0x20, true, &mut ascii)?;
         if buf.get(cr + 1) != Some(&b'\n') || cr - line_start > config.max_field_size {
             return None;
         }
@@ -295,7 +295,7 @@ fn explain_request_line(line: &[u8]) -> Option<ProtocolError> {
         return Some(ProtocolError::BadRequestLine);
     }
     if target.is_empty()
-        || target.iter().any(|&b| Control { below: 0x21 }.is_stop(b))
+        || target.iter().any(|&b| Outside::<false> { below: 0x21 }.is_stop(b))
         || std::str::from_utf8(target).is_err()
     {
         return Some(ProtocolError::BadTarget);
@@ -332,7 +332,7 @@ fn explain_field_line(line: &[u8]) -> Option<ProtocolError> {
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
         return Some(ProtocolError::BadFieldName);
     }
-    if line[colon + 1..].iter().any(|&b| b != b'\t' && Control { below: 0x20 }.is_stop(b)) {
+    if !valid_field_value(&line[colon + 1..]) {
         return Some(ProtocolError::BadFieldValue);
     }
     None
@@ -465,16 +465,17 @@ mod tests {
                 }
             }
         }
-        check(Outside { below: 0x20 });
-        check(Outside { below: 0x21 });
-        check(Control { below: 0x20 });
-        check(Control { below: 0x21 });
+        check(Outside::<true> { below: 0x20 });
+        check(Outside::<true> { below: 0x21 });
+        check(Outside::<false> { below: 0x20 });
+        check(Outside::<false> { below: 0x21 });
         check(NameEnd);
+        check(Is(b'\n'));
     }
 
     #[test]
     fn find_agrees_with_a_plain_search() {
-        let stop = Outside { below: 0x20 };
+        let stop = Outside::<true> { below: 0x20 };
         let mut hay = vec![b'a'; 70];
         assert_eq!(find(&hay, 0, stop), None);
         for i in 0..hay.len() {
@@ -490,19 +491,21 @@ mod tests {
     /// What httparse makes of `head` where its grammar and ours are the same: a complete head
     /// with every line ending in CRLF. Returns the head's length and its parts.
     fn oracle(head: &[u8]) -> Option<(usize, Parts)> {
-        if matches!(head.first(), Some(b'\r' | b'\n')) {
-            return None; // httparse skips empty lines first; the scanner does that here
-        }
         let mut slots = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut slots);
         let Ok(httparse::Status::Complete(n)) = req.parse(head) else { return None };
-        let crlf_only =
-            head[..n].iter().enumerate().all(|(i, &b)| b != b'\n' || i > 0 && head[i - 1] == b'\r');
-        if !crlf_only {
+        if !as_the_scanner_passes_it(&head[..n]) {
             return None;
         }
         let fields = req.headers.iter().map(|h| (h.name.to_owned(), h.value.to_vec())).collect();
         Some((n, (req.method?.to_owned(), req.path?.as_bytes().to_vec(), fields)))
+    }
+
+    /// Whether `head` is shaped as the scanner passes heads on: no empty line first (httparse
+    /// skips those; the scanner does that here) and a CR before every LF.
+    fn as_the_scanner_passes_it(head: &[u8]) -> bool {
+        !matches!(head.first(), Some(b'\r' | b'\n'))
+            && head.iter().enumerate().all(|(i, &b)| b != b'\n' || i > 0 && head[i - 1] == b'\r')
     }
 
     fn field_line() -> impl Strategy<Value = Vec<u8>> {
@@ -591,8 +594,7 @@ mod tests {
             // a refusal always has a line to blame, and an acceptance none.
             if let Some(end) = memchr::memmem::find(&input, b"\r\n\r\n") {
                 let head = &input[..end + 4];
-                let crlf_only = head.iter().enumerate().all(|(i, &b)| b != b'\n' || i > 0 && head[i - 1] == b'\r');
-                if crlf_only && !matches!(head.first(), Some(b'\r' | b'\n')) {
+                if as_the_scanner_passes_it(head) {
                     prop_assert_eq!(tokenize(head, &config()).is_some(), broken_rule(head).is_none());
                 }
             }
