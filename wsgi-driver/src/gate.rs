@@ -303,9 +303,19 @@ mod tests {
         finished: Vec<Duration>,
     }
 
+    /// The timed runs below, one at a time. Side by side on a 2-core machine they preempt each
+    /// other's threads for longer than [`STALL`], which brings in holders the assertions count
+    /// (a fresh-clone CI run saw 842 and 1,155 of 2,000 prompt requests on two threads).
+    static TIMED: Mutex<()> = Mutex::new(());
+
+    fn timed() -> MutexGuard<'static, ()> {
+        TIMED.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Runs `threads` app threads through a gate over a queue of `jobs` jobs, job `i` taking
     /// `work(i)`.
     fn run(threads: usize, serialized: bool, jobs: usize, work: fn(usize) -> Duration) -> Ran {
+        let _timed = timed();
         let gate = Arc::new(Gate::new(threads, serialized));
         let (tx, rx) = crossbeam_channel::unbounded();
         for i in 0..jobs {
@@ -384,6 +394,7 @@ mod tests {
     /// Whether the second becomes a holder with no request running: the pair forms after short
     /// requests, never after longer ones (there the second waits until a request stalls).
     fn second_holder_after(took: Duration) -> usize {
+        let _timed = timed();
         let gate = Arc::new(Gate::new(2, true));
         let (tx, rx) = crossbeam_channel::unbounded();
         // Enough that a request preempted on a busy machine leaves the average short again.
