@@ -13,6 +13,7 @@ use crate::forwarded::{Forwarded, TrustedProxies, forwarded};
 use crate::head::{RequestHead, Span, TargetForm, split_authority};
 use crate::names;
 use crate::proxy_protocol::ProxyHeader;
+use crate::tokenize;
 
 /// The URL scheme the server is reached by (`wsgi.url_scheme`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -648,7 +649,7 @@ impl Builder<'_> {
             TargetForm::Absolute if head.path.start == head.path.end => Text::Static("/"),
             _ => {
                 let raw = head.path.get(&head.bytes);
-                if memchr::memchr(b'%', raw).is_none() {
+                if tokenize::find(raw, 0, tokenize::Is(b'%')).is_none() {
                     self.value(head.path)
                 } else {
                     let start = self.extra.len();

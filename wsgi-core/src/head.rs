@@ -431,12 +431,12 @@ fn split_target(
     method: &[u8],
     t: &[u8],
 ) -> Result<(TargetForm, Option<Range2>, Range2, Option<Range2>), ProtocolError> {
-    if memchr::memchr(b'#', t).is_some() {
+    if tokenize::find(t, 0, tokenize::Is(b'#')).is_some() {
         return Err(ProtocolError::BadTarget);
     }
     let path_and_query = |from: usize| {
         let rest = &t[from..];
-        match memchr::memchr(b'?', rest) {
+        match tokenize::find(rest, 0, tokenize::Is(b'?')) {
             Some(q) => ((from, from + q), Some((from + q + 1, t.len()))),
             None => ((from, t.len()), None),
         }
@@ -484,7 +484,8 @@ pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<&[u8]>) {
         memchr::memchr(b']', a)
             .and_then(|close| (a.get(close + 1) == Some(&b':')).then_some(close + 1))
     } else {
-        memchr::memrchr(b':', a)
+        // Short (a host name and port): a loop, where a call into memchr costs more.
+        a.iter().rposition(|&b| b == b':')
     };
     match colon {
         Some(c) => (&a[..c], Some(&a[c + 1..])),
