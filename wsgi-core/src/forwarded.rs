@@ -32,7 +32,7 @@ use ipnet::IpNet;
 
 use crate::environ::Scheme;
 use crate::framing::trim_ows as trim;
-use crate::head::{RequestHead, is_tchar, parse_port, split_authority, valid_authority};
+use crate::head::{RequestHead, is_tchar, parse_authority, parse_port, split_authority};
 use crate::names;
 
 /// The peers whose proxy headers are believed.
@@ -303,7 +303,7 @@ fn forwarded_hop<'a>(values: &[&'a [u8]], trusted: &TrustedProxies) -> Option<El
 
 /// A `host[:port]` with a non-empty host.
 fn valid_host(authority: &[u8]) -> bool {
-    valid_authority(authority) && !split_authority(authority).0.is_empty()
+    parse_authority(authority).is_some_and(|(host, _)| !host.is_empty())
 }
 
 /// One hop's address as a proxy wrote it.

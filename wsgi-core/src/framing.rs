@@ -75,14 +75,40 @@ pub fn request_framing<'a>(
     fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     max_body: u64,
 ) -> Result<RequestBody, ProtocolError> {
+    let framing = fields.into_iter().filter_map(|(name, value)| {
+        if name.eq_ignore_ascii_case("content-length") {
+            Some((FramingField::ContentLength, value))
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            Some((FramingField::TransferEncoding, value))
+        } else {
+            None
+        }
+    });
+    framing_of(version, framing, max_body)
+}
+
+/// A field that frames a request body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FramingField {
+    ContentLength,
+    TransferEncoding,
+}
+
+/// [`request_framing`] from the framing fields alone, already told apart (the parser knows each
+/// field's name by its id, so it need not compare names again).
+pub(crate) fn framing_of<'a>(
+    version: Version,
+    fields: impl IntoIterator<Item = (FramingField, &'a [u8])>,
+    max_body: u64,
+) -> Result<RequestBody, ProtocolError> {
     let mut length: Option<u64> = None;
     let mut conflicting = false;
     let mut te_seen = false;
     let mut codings = 0usize;
     let mut chunked_count = 0usize;
     let mut last_chunked = false;
-    for (name, value) in fields {
-        if name.eq_ignore_ascii_case("content-length") {
+    for (field, value) in fields {
+        if field == FramingField::ContentLength {
             let mut any = false;
             for element in value.split(|&b| b == b',').map(trim_ows) {
                 any = true;
@@ -95,7 +121,7 @@ pub fn request_framing<'a>(
             if !any {
                 return Err(ProtocolError::BadContentLength);
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else {
             te_seen = true;
             for coding in list_elements(value) {
                 codings += 1;

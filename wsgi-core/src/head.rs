@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::config::Config;
 use crate::error::ProtocolError;
-use crate::framing::{self, RequestBody};
+use crate::framing::{self, FramingField, RequestBody};
 use crate::names;
 use crate::tokenize::{self, Tokens};
 
@@ -206,11 +206,10 @@ impl HeadScanner {
         config: &Config,
     ) -> Result<Option<RequestHead>, ProtocolError> {
         let max_head = config.max_head_size.min(HEAD_SIZE_CAP);
-        let fresh = self.scanned == 0 && self.lines == 0;
-        if fresh && !matches!(buf.first(), None | Some(b'\r' | b'\n')) {
-            if let Some((parsed, end)) = parse_fast(buf, config) {
-                let parsed = parsed?;
-                return Ok(Some(parsed.into_head(buf.split_to(end).freeze())));
+        // The tokenizer refuses a buffer that starts with an empty line (the scanner skips it).
+        if self.scanned == 0 && self.lines == 0 {
+            if let Some(head) = parse_fast(buf, max_head, config) {
+                return head.map(Some);
             }
         }
         loop {
@@ -240,9 +239,7 @@ impl HeadScanner {
                     *self = HeadScanner::default();
                     continue;
                 }
-                let end = lf + 1;
-                let head = parse_complete(&buf[..end], config)?;
-                let head = head.into_head(buf.split_to(end).freeze());
+                let head = parse_complete(buf, lf + 1, config)?;
                 *self = HeadScanner::default();
                 return Ok(Some(head));
             }
@@ -282,49 +279,17 @@ impl HeadScanner {
     }
 }
 
-/// A parsed head whose spans point into bytes it does not own yet.
-struct Parsed {
-    method: Span,
-    target: Span,
-    path: Span,
-    query: Option<Span>,
-    authority: Option<Span>,
-    form: TargetForm,
-    version: Version,
-    fields: Vec<Field>,
-    host: Option<Span>,
-    body: RequestBody,
-    keep_alive: bool,
-    expect_continue: bool,
-    ascii: bool,
-}
-
-impl Parsed {
-    fn into_head(self, bytes: Bytes) -> RequestHead {
-        RequestHead {
-            bytes,
-            method: self.method,
-            target: self.target,
-            path: self.path,
-            query: self.query,
-            authority: self.authority,
-            form: self.form,
-            version: self.version,
-            fields: self.fields,
-            host: self.host,
-            body: self.body,
-            keep_alive: self.keep_alive,
-            expect_continue: self.expect_continue,
-            ascii: self.ascii,
-        }
-    }
-}
-
-/// Tokenizes and validates a complete head (`head` ends with the empty line, every line of it
-/// ends in CRLF and fits its limit: the scanner checked).
-fn parse_complete(head: &[u8], config: &Config) -> Result<Parsed, ProtocolError> {
+/// Tokenizes and validates the complete head that is `buf`'s first `end` bytes (it ends with the
+/// empty line, every line of it ends in CRLF and fits its limit: the scanner checked), and
+/// splits it off `buf`.
+fn parse_complete(
+    buf: &mut BytesMut,
+    end: usize,
+    config: &Config,
+) -> Result<RequestHead, ProtocolError> {
+    let head = &buf[..end];
     match tokenize::tokenize(head, config) {
-        Some(tokens) if tokens.len == head.len() => validate(head, tokens, config),
+        Some(tokens) if tokens.len == end => validate(buf.split_to(end).freeze(), tokens, config),
         // The scanner saw the empty line, so the tokenizer must end there too.
         Some(_) => Err(ProtocolError::BadRequestLine),
         None => Err(tokenize::explain(head)),
@@ -336,17 +301,22 @@ fn parse_complete(head: &[u8], config: &Config) -> Result<Parsed, ProtocolError>
 /// line ends in CRLF and no limit is crossed (the tokenizer refuses the head otherwise). Returns
 /// `None` whenever it cannot be sure (a partial head, any tokenizing error, a limit), and the
 /// scanner then finds the first problem in byte order, as it does for heads that arrive in
-/// pieces.
-fn parse_fast(buf: &[u8], config: &Config) -> Option<(Result<Parsed, ProtocolError>, usize)> {
-    let max_head = config.max_head_size.min(HEAD_SIZE_CAP);
-    let window = &buf[..buf.len().min(max_head)];
-    let tokens = tokenize::tokenize(window, config)?;
-    let n = tokens.len;
-    Some((validate(&window[..n], tokens, config), n))
+/// pieces. A head it tokenized is split off `buf` (an error is final for the connection, so
+/// what stays in `buf` then no longer matters).
+fn parse_fast(
+    buf: &mut BytesMut,
+    max_head: usize,
+    config: &Config,
+) -> Option<Result<RequestHead, ProtocolError>> {
+    let tokens = tokenize::tokenize(&buf[..buf.len().min(max_head)], config)?;
+    let head = buf.split_to(tokens.len).freeze();
+    Some(validate(head, tokens, config))
 }
 
-/// Checks a tokenized head (target form, Host, framing) and records where its parts are.
-fn validate(head: &[u8], tokens: Tokens, config: &Config) -> Result<Parsed, ProtocolError> {
+/// Checks a tokenized head, `bytes` (target form, Host, framing), and records where its parts
+/// are.
+fn validate(bytes: Bytes, tokens: Tokens, config: &Config) -> Result<RequestHead, ProtocolError> {
+    let head: &[u8] = &bytes;
     let version = tokens.version;
     let method = tokens.method.get(head);
     let target_span = tokens.target;
@@ -360,7 +330,6 @@ fn validate(head: &[u8], tokens: Tokens, config: &Config) -> Result<Parsed, Prot
     let mut keep_alive_token = false;
     let mut close_token = false;
     let mut expect_continue = false;
-    let mut framing_fields = false;
     for f in &tokens.fields {
         match f.id {
             names::HOST => {
@@ -381,7 +350,6 @@ fn validate(head: &[u8], tokens: Tokens, config: &Config) -> Result<Parsed, Prot
                 expect_continue |= version == Version::Http11
                     && f.value.get(head).eq_ignore_ascii_case(b"100-continue");
             }
-            names::CONTENT_LENGTH | names::TRANSFER_ENCODING => framing_fields = true,
             _ => {}
         }
     }
@@ -390,24 +358,15 @@ fn validate(head: &[u8], tokens: Tokens, config: &Config) -> Result<Parsed, Prot
         0 | 1 => {}
         _ => return Err(ProtocolError::MultipleHost),
     }
-    let body = if framing_fields {
-        // Only the framing fields: the names are tokens, so ASCII.
-        let framing = tokens
-            .fields
-            .iter()
-            .filter(|f| matches!(f.id, names::CONTENT_LENGTH | names::TRANSFER_ENCODING));
-        framing::request_framing(
-            version,
-            framing.map(|f| {
-                (std::str::from_utf8(f.name.get(head)).unwrap_or_default(), f.value.get(head))
-            }),
-            config.max_body_size,
-        )?
-    } else {
-        RequestBody::Empty
-    };
+    let framing = tokens.fields.iter().filter_map(|f| match f.id {
+        names::CONTENT_LENGTH => Some((FramingField::ContentLength, f.value.get(head))),
+        names::TRANSFER_ENCODING => Some((FramingField::TransferEncoding, f.value.get(head))),
+        _ => None,
+    });
+    let body = framing::framing_of(version, framing, config.max_body_size)?;
     let keep_alive = framing::keep_alive(version, close_token, keep_alive_token);
-    Ok(Parsed {
+    Ok(RequestHead {
+        bytes,
         method: tokens.method,
         target: target_span,
         path,
@@ -496,30 +455,21 @@ pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<&[u8]>) {
 /// Checks `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2). An empty value is valid:
 /// RFC 9112 §3.2 has clients send an empty Host when the target has no authority.
 pub(crate) fn valid_authority(a: &[u8]) -> bool {
-    let (_host, port) = if a.first() == Some(&b'[') {
-        let Some(close) = memchr::memchr(b']', a) else { return false };
-        let inner = &a[1..close];
-        let ok = !inner.is_empty()
-            && inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-        if !ok {
-            return false;
+    parse_authority(a).is_some()
+}
+
+/// [`split_authority`] of a valid authority (see [`valid_authority`]), `None` for an invalid one.
+pub(crate) fn parse_authority(a: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let (host, port) = split_authority(a);
+    let host_ok = match host {
+        [b'[', inner @ .., b']'] => {
+            !inner.is_empty()
+                && inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         }
-        match &a[close + 1..] {
-            [] => (&a[..=close], None),
-            [b':', port @ ..] => (&a[..=close], Some(port)),
-            _ => return false,
-        }
-    } else {
-        let (host, port) = split_authority(a);
-        if !host.iter().all(|&b| REG_NAME[usize::from(b)]) {
-            return false;
-        }
-        (host, port)
+        _ => host.iter().all(|&b| REG_NAME[usize::from(b)]),
     };
-    match port {
-        None => true,
-        Some(p) => p.is_empty() || parse_port(p).is_some(),
-    }
+    let port_ok = port.is_none_or(|p| p.is_empty() || parse_port(p).is_some());
+    (host_ok && port_ok).then_some((host, port))
 }
 
 /// A port: 1 to 5 decimal digits, at most 65535.

@@ -169,7 +169,7 @@ fn scan_to(
     }
 }
 
-/// Tokenizes the head at the start of `buf`, which must not start with an empty line.
+/// Tokenizes the head at the start of `buf` (one that starts with an empty line is refused).
 ///
 /// Returns `None` unless `buf` begins with a complete, valid head whose lines all end in CRLF,
 /// whose request line and field lines fit `config`'s limits and which has at most
@@ -223,7 +223,9 @@ pub(crate) fn tokenize(buf: &[u8], config: &Config) -> Option<Tokens> {
         let first = word_at(buf, pos);
         let colon = match first.map(|w| NameEnd.marks(w)) {
             Some(m) if m != 0 => pos + (m.trailing_zeros() / 8) as usize,
-            _ => find(buf, pos, NameEnd)?,
+            // None of the first eight stops: the search goes on after them.
+            Some(_) => find(buf, pos + 8, NameEnd)?,
+            None => find(buf, pos, NameEnd)?,
         };
         if colon == pos || buf[colon] != b':' {
             return None;

@@ -708,6 +708,11 @@ fn head_rejected() {
         (b"GET / HTTP/1.1\r\nHost: a:b\r\n\r\n".to_vec(), BadHost),
         (b"GET / HTTP/1.1\r\nHost: a:99999\r\n\r\n".to_vec(), BadHost),
         (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n".to_vec(), BadHost),
+        (b"GET / HTTP/1.1\r\nHost: []\r\n\r\n".to_vec(), BadHost),
+        (b"GET / HTTP/1.1\r\nHost: [::g]\r\n\r\n".to_vec(), BadHost),
+        (b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n".to_vec(), BadHost),
+        (b"GET / HTTP/1.1\r\nHost: [a]b]\r\n\r\n".to_vec(), BadHost),
+        (b"GET / HTTP/1.1\r\nHost: [::1]:99999\r\n\r\n".to_vec(), BadHost),
     ];
     for (input, e) in rows {
         check_rejected(&name(&input), &serve(&input), &[], e);
@@ -725,6 +730,8 @@ fn head_accepted() {
         b"GET / HTTP/1.1\r\nHost: \r\n\r\n".to_vec(),
         // RFC 9110 §7.2, RFC 3986 §3.2.2-3: an IP literal, a port, an empty port.
         b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: [::1]:\r\n\r\n".to_vec(),
         b"GET / HTTP/1.1\r\nHost: A.Example:80\r\n\r\n".to_vec(),
         b"GET / HTTP/1.1\r\nHost: a:\r\n\r\n".to_vec(),
         // RFC 9112 §3.2.2: absolute form; its authority overrides Host.
