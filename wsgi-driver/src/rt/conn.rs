@@ -36,7 +36,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
     let mut on_shutdown = shared.shutdown.listen();
     // A connection whose task starts after the shutdown notice was given: treated as notified.
     let mut fresh_until = shared.is_shutting_down().then(|| Instant::now() + FRESH_GRACE);
-    let mut requests = 0_u64;
+    // The app threads' ends of the connection, made at its first request.
     let mut ends: Option<(Link, Arc<Line<S>>)> = None;
     let mut timer: Option<(Instant, Sleep)> = None;
     // The client ended its side: nothing more can arrive, so waiting for bytes is pointless.
@@ -50,12 +50,11 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
         conn.set_date(http_date());
         match conn.poll_event() {
             Ok(Some(Event::Request(head))) => {
-                if requests == 0 {
+                if ends.is_none() {
                     if let Some(header) = conn.proxy_header() {
                         info = info.with_proxy_header(header);
                     }
                 }
-                requests += 1;
                 let environ = Environ::new(&head, &info);
                 let (link, line) =
                     ends.get_or_insert_with(|| link(socket.clone(), shared.clone(), info.clone()));
@@ -148,7 +147,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
                     Ok(_) => {}
                     // Kept-alive connections close now. One that has not sent a byte yet may
                     // have its first request on the way: it gets a moment.
-                    Err(e) if would_block(&e) && requests == 0 => {
+                    Err(e) if would_block(&e) && ends.is_none() => {
                         fresh_until = Some(Instant::now() + FRESH_GRACE);
                     }
                     Err(_) => break,
