@@ -130,6 +130,8 @@ fuzz_target!(|input: Input| {
             let ext = conn.send_body_external(chunk.len() as u64, &mut out).unwrap();
             let send = usize::try_from(ext.send).unwrap();
             assert!(send <= chunk.len());
+            // Bytes held back past the Content-Length are reported, as `send_body` reports them.
+            assert_eq!(ext.error.is_some(), send < chunk.len() && !bodiless, "error {:?}", ext.error);
             if bodiless {
                 assert_eq!(send, 0, "external bytes for a bodiless response");
             }

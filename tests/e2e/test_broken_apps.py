@@ -130,6 +130,7 @@ STAGES = {
     "close": ("complete", b"complete\n", "the result's close() raised an exception", True),
     # PEP 3333: the server sends no more than the Content-Length and stops iterating there.
     "long-body": ("complete", b"exact", None, True),
+    "long-body-large": ("complete", b"a" * 16384 + b"b" * 3616, None, True),
 }
 
 

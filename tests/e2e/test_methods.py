@@ -76,6 +76,16 @@ def test_head_of_a_streamed_response(served):
     r = requests.head(served.url("/download?size=200000"), timeout=TIMEOUT)
     assert r.status_code == 200
     assert r.content == b""
+    # 64 KiB chunks, which a server may write from the app's buffer: still none of them for a
+    # HEAD, with or without a Content-Length, and the connection stays in step.
+    for target in ("/download?size=200000", "/download?size=200000&length=1"):
+        with served.connect() as s:
+            s.sendall(request_bytes("HEAD", target) + request_bytes("GET", "/fixed"))
+            reader = HttpReader(s)
+            head = reader.read_response("HEAD")
+            after = reader.read_response("GET")
+        assert head.status == 200 and head.body == b"", (target, head)
+        assert after.status == 200 and after.body == b"hello, fixed\n", (target, after)
 
 
 def test_options(served):

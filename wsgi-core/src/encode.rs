@@ -110,7 +110,9 @@ impl BodyEncoder {
     /// appends what must precede them to `out` and says how many to send and what must follow.
     ///
     /// `send` is less than `len` when the Content-Length leaves less room (the rest must not be
-    /// sent) and 0 for the `Empty` framing (HEAD, 204, 304).
+    /// sent; `error` then holds the [`UsageError::BodyTooLong`] that [`encode`](Self::encode)
+    /// would return, for the caller to report once the `send` bytes are out) and 0 for the
+    /// `Empty` framing (HEAD, 204, 304).
     ///
     /// ```
     /// use wsgi_core::{BodyEncoder, ResponseBody};
@@ -118,6 +120,7 @@ impl BodyEncoder {
     /// let mut encoder = BodyEncoder::new(ResponseBody::Chunked);
     /// let external = encoder.encode_external(4096, &mut out).unwrap();
     /// assert_eq!((out.as_slice(), external.send, external.suffix), (&b"1000\r\n"[..], 4096, &b"\r\n"[..]));
+    /// assert_eq!(external.error, None);
     /// ```
     ///
     /// # Errors
@@ -131,22 +134,27 @@ impl BodyEncoder {
         if self.finished {
             return Err(UsageError::ResponseEnded);
         }
-        let none = ExternalBody { send: 0, suffix: b"" };
+        let none = ExternalBody { send: 0, suffix: b"", error: None };
         if len == 0 {
             return Ok(none);
         }
         let external = match self.kind {
             EncoderKind::Empty => none,
             EncoderKind::Length(declared) => {
-                ExternalBody { send: len.min(declared - self.sent), suffix: b"" }
+                let room = declared - self.sent;
+                ExternalBody {
+                    send: len.min(room),
+                    suffix: b"",
+                    error: (len > room).then_some(UsageError::BodyTooLong { declared }),
+                }
             }
             EncoderKind::Chunked => {
                 let mut hex = [0u8; 16];
                 out.extend_from_slice(write_hex(len, &mut hex));
                 out.extend_from_slice(b"\r\n");
-                ExternalBody { send: len, suffix: b"\r\n" }
+                ExternalBody { send: len, suffix: b"\r\n", error: None }
             }
-            EncoderKind::CloseDelimited => ExternalBody { send: len, suffix: b"" },
+            EncoderKind::CloseDelimited => ExternalBody { send: len, suffix: b"", error: None },
         };
         self.sent += if self.kind == EncoderKind::Empty { len } else { external.send };
         Ok(external)
@@ -172,6 +180,9 @@ pub struct ExternalBody {
     pub send: u64,
     /// What must follow them on the wire.
     pub suffix: &'static [u8],
+    /// [`UsageError::BodyTooLong`] if the bytes pass the Content-Length: only `send` of them
+    /// may go, and the error is the caller's to report once they have.
+    pub error: Option<UsageError>,
 }
 
 /// Writes `n` in lowercase hex without leading zeros into `buf`, returning the digits.

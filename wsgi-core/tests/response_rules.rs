@@ -862,16 +862,18 @@ fn external_body_framing() {
     #[rustfmt::skip]
     let rows: &[(ResponseBody, u64, &[u8], ExternalBody)] = &[
         // RFC 9112 §7.1: a chunk of the file's length, its CRLF after the data.
-        (ResponseBody::Chunked, 4096, b"1000\r\n", ExternalBody { send: 4096, suffix: b"\r\n" }),
-        // Content-Length: never more than declared (10 here), no framing bytes.
-        (ResponseBody::Length(10), 4, b"", ExternalBody { send: 4, suffix: b"" }),
-        (ResponseBody::Length(10), 25, b"", ExternalBody { send: 10, suffix: b"" }),
-        // HEAD, 204, 304: nothing is sent at all.
-        (ResponseBody::Empty, 4096, b"", ExternalBody { send: 0, suffix: b"" }),
+        (ResponseBody::Chunked, 4096, b"1000\r\n", ExternalBody { send: 4096, suffix: b"\r\n", error: None }),
+        // Content-Length: never more than declared (10 here), no framing bytes; past it, the
+        // error `encode` returns, for the caller to report.
+        (ResponseBody::Length(10), 4, b"", ExternalBody { send: 4, suffix: b"", error: None }),
+        (ResponseBody::Length(10), 10, b"", ExternalBody { send: 10, suffix: b"", error: None }),
+        (ResponseBody::Length(10), 25, b"", ExternalBody { send: 10, suffix: b"", error: Some(UsageError::BodyTooLong { declared: 10 }) }),
+        // HEAD, 204, 304: nothing is sent at all, and that is no error.
+        (ResponseBody::Empty, 4096, b"", ExternalBody { send: 0, suffix: b"", error: None }),
         // HTTP/1.0 without a length: the bytes as they are.
-        (ResponseBody::CloseDelimited, 7, b"", ExternalBody { send: 7, suffix: b"" }),
+        (ResponseBody::CloseDelimited, 7, b"", ExternalBody { send: 7, suffix: b"", error: None }),
         // Zero bytes: nothing, not even an (ending) empty chunk.
-        (ResponseBody::Chunked, 0, b"", ExternalBody { send: 0, suffix: b"" }),
+        (ResponseBody::Chunked, 0, b"", ExternalBody { send: 0, suffix: b"", error: None }),
     ];
     for &(framing, len, prefix, expected) in rows {
         let mut encoder = BodyEncoder::new(framing);
@@ -885,4 +887,12 @@ fn external_body_framing() {
     let _ = encoder.encode_external(10, &mut out).unwrap();
     assert_eq!(encoder.finish(&mut out), Ok(()));
     assert_eq!(encoder.encode_external(1, &mut out), Err(UsageError::ResponseEnded));
+    // Once the Content-Length is used up, any more bytes are all excess.
+    let mut encoder = BodyEncoder::new(ResponseBody::Length(10));
+    let _ = encoder.encode_external(6, &mut out).unwrap();
+    let excess = encoder.encode_external(6, &mut out).unwrap();
+    assert_eq!((excess.send, excess.error), (4, Some(UsageError::BodyTooLong { declared: 10 })));
+    let after = encoder.encode_external(3, &mut out).unwrap();
+    assert_eq!((after.send, after.error), (0, Some(UsageError::BodyTooLong { declared: 10 })));
+    assert_eq!(encoder.finish(&mut out), Ok(()));
 }

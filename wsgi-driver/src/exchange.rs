@@ -112,6 +112,37 @@ impl Exchange {
         conn.send_body(chunk, &mut self.out)
     }
 
+    /// [`body`](Self::body) for a chunk the driver writes from where it lies instead of copying
+    /// it into `out`: frames it, leaving what goes before it in `out`, and says how many of its
+    /// bytes to write after `out` (all but any past the Content-Length). Call
+    /// [`in_place_sent`](Self::in_place_sent) once they are out.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::send_body_external`].
+    pub fn body_in_place(
+        &mut self,
+        conn: &mut Connection,
+        chunk: &[u8],
+    ) -> Result<ExternalBody, UsageError> {
+        if let Some(log) = self.log.as_mut() {
+            log.add_body(chunk.len() as u64);
+        }
+        conn.send_body_external(chunk.len() as u64, &mut self.out)
+    }
+
+    /// After the bytes [`body_in_place`](Self::body_in_place) framed are out: queues what must
+    /// follow them.
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::BodyTooLong`] if the chunk passed the Content-Length, as
+    /// [`body`](Self::body) returns it.
+    pub fn in_place_sent(&mut self, framed: &ExternalBody) -> Result<(), UsageError> {
+        self.out.extend_from_slice(framed.suffix);
+        framed.error.map_or(Ok(()), Err)
+    }
+
     /// Frames `len` bytes the driver sends itself (sendfile); call
     /// [`external_sent`](Self::external_sent) once they are out.
     ///

@@ -145,6 +145,12 @@ def long_body(environ, start_response):
     return Result("long-body", [b"exactly five and more\n"])
 
 
+def long_body_large(environ, start_response):
+    # Chunks large enough that a server may write them from the app's buffer, not a copy.
+    text_head(start_response, length=20000)
+    return Result("long-body-large", [b"a" * 16384, b"b" * 16384, b"c" * 16384])
+
+
 def write_str(environ, start_response):
     write = text_head(start_response)
     write("text through write()")
@@ -205,6 +211,7 @@ STAGES = {
     "generator-without-start-response": generator_without_start_response,
     "short-body": short_body,
     "long-body": long_body,
+    "long-body-large": long_body_large,
     "write-str": write_str,
     "write-then-raise": write_then_raise,
     "exc-info-after-head": exc_info_after_head,
