@@ -203,7 +203,7 @@ impl AppIo for StdIo {
             }
         }
         // Its suffix goes with the next flush (the end, or the next piece of body).
-        self.ex.external_sent(&external);
+        self.ex.external_sent(&external)?;
         Ok(true)
     }
 

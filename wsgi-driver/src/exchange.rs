@@ -158,11 +158,16 @@ impl Exchange {
     }
 
     /// Records the bytes of `external` as sent and queues what must follow them.
-    pub fn external_sent(&mut self, external: &ExternalBody) {
+    ///
+    /// # Errors
+    ///
+    /// [`UsageError::BodyTooLong`] if the `len` given to [`external`](Self::external) passed
+    /// the Content-Length (only `send` bytes were to go).
+    pub fn external_sent(&mut self, external: &ExternalBody) -> Result<(), UsageError> {
         if let Some(log) = self.log.as_mut() {
             log.add_body(external.send);
         }
-        self.out.extend_from_slice(external.suffix);
+        self.in_place_sent(external)
     }
 
     /// Ends the response.

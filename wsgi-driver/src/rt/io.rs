@@ -413,7 +413,7 @@ impl<S: Socket> AppIo for ChannelIo<S> {
             }
         }
         // Its suffix goes with the next flush (the end, or the next piece of body).
-        self.ex.external_sent(&external);
+        self.ex.external_sent(&external)?;
         Ok(true)
     }
 
