@@ -50,6 +50,11 @@ impl Conn {
                     Ok((n, _)) => {
                         received = true;
                         self.conn.handle_input(&buf[..n], Instant::now());
+                        // A short read took all the socket held: asking again would only
+                        // return EAGAIN, a system call per request.
+                        if n < buf.len() {
+                            return false;
+                        }
                     }
                     Err(rustix::io::Errno::AGAIN) => return false,
                     Err(rustix::io::Errno::INTR) => {}
@@ -144,8 +149,11 @@ impl AppIo for StdIo {
                         Ok(0) => c.conn.handle_eof(Instant::now()),
                         Ok(n) => {
                             c.conn.handle_input(&buf[..n], Instant::now());
-                            // What else has arrived makes the same piece.
-                            read_available(&c.stream, &mut c.conn, buf);
+                            // What else has arrived makes the same piece (a short read took
+                            // it all).
+                            if n == buf.len() {
+                                read_available(&c.stream, &mut c.conn, buf);
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => return Err(AppIoError::Disconnected),

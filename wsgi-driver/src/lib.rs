@@ -284,9 +284,10 @@ impl AccessEntry {
 pub const READ_CHUNK: usize = 64 * 1024;
 
 /// Feeds `conn` what `socket` already holds, without blocking, for as long as the connection
-/// wants input. A driver calls it after a read that returned bytes: what arrived together then
-/// reaches the application as one body piece (in the Python bridge, one release of the GIL per
-/// piece rather than one per read).
+/// wants input. A driver calls it after a read that filled its buffer: what arrived together
+/// then reaches the application as one body piece (in the Python bridge, one release of the GIL
+/// per piece rather than one per read). A read that does not fill `buf` took all the socket
+/// held, so it is the last: reading on until `EAGAIN` cost a system call per request.
 ///
 /// The reads are opportunistic: a socket error ends them like the end of the stream, so bytes
 /// already received (a complete body from a client that then reset the connection) are still
@@ -299,7 +300,12 @@ pub fn read_available(
     use rustix::io::Errno;
     while conn.wants_read() {
         match rustix::net::recv(&socket, &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
-            Ok((n, _)) if n > 0 => conn.handle_input(&buf[..n], Instant::now()),
+            Ok((n, _)) if n > 0 => {
+                conn.handle_input(&buf[..n], Instant::now());
+                if n < buf.len() {
+                    break;
+                }
+            }
             Err(Errno::AGAIN) => break,
             Err(Errno::INTR) => {}
             Ok(_) | Err(_) => {
