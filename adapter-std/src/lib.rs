@@ -53,6 +53,7 @@ mod net;
 
 use std::collections::HashMap;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,6 +70,7 @@ use wsgi_driver::Gate;
 pub use wsgi_driver::{AccessLog, AccessRecord, ServerConfig};
 
 use conn::{Conn, Step};
+use net::Stream;
 
 /// State shared by the poller and the app threads.
 pub(crate) struct Shared {
@@ -183,7 +185,7 @@ pub fn start<A: Application>(
         busy: AtomicUsize::new(0),
     });
     for (i, l) in listeners.iter().enumerate() {
-        l.set_nonblocking()?;
+        l.prepare(shared.config.io_timeout)?;
         poll.registry().register(&mut SourceFd(&l.as_raw_fd()), Token(i), Interest::READABLE)?;
     }
     let grace_deadline = Arc::new(Mutex::new(None));
@@ -241,6 +243,32 @@ fn app_thread<A: Application>(
 
 const WAKER: Token = Token(usize::MAX);
 
+/// A listener's [`ServerInfo`] (scheme, root path, trusted proxies), made once so that each
+/// accepted connection adds only its addresses.
+struct Template {
+    info: ServerInfo,
+    /// The listener's address when it is every connection's local address (bound to one IP),
+    /// which spares a `getsockname` per connection; `None` for a wildcard address or a Unix
+    /// socket.
+    local: Option<SocketAddr>,
+}
+
+impl Template {
+    fn new(listener: &Listener, config: &ServerConfig) -> Template {
+        let local = listener.local_addr().filter(|a| !a.ip().is_unspecified());
+        let info = ServerInfo::new(local, None)
+            .with_scheme(config.scheme)
+            .with_root_path(&config.root_path)
+            .with_trusted_proxies(config.trusted_proxies.clone());
+        Template { info, local }
+    }
+
+    fn connection(&self, stream: &Stream, peer: Option<SocketAddr>) -> ServerInfo {
+        let local = self.local.or_else(|| stream.local_addr());
+        self.info.clone().with_addresses(local, peer)
+    }
+}
+
 /// How long, at shutdown, a connection that has sent nothing yet may take to send its first
 /// request.
 const FRESH_GRACE: Duration = Duration::from_secs(1);
@@ -249,6 +277,8 @@ const FRESH_GRACE: Duration = Duration::from_secs(1);
 struct Poller {
     poll: Poll,
     listeners: Vec<Listener>,
+    /// Per listener, what its connections' [`ServerInfo`] starts from.
+    templates: Vec<Template>,
     shared: Arc<Shared>,
     idle_rx: Receiver<Conn>,
     idle: HashMap<usize, Conn>,
@@ -265,9 +295,11 @@ impl Poller {
         grace_deadline: Arc<Mutex<Option<Instant>>>,
     ) -> Poller {
         let next_token = listeners.len();
+        let templates = listeners.iter().map(|l| Template::new(l, &shared.config)).collect();
         Poller {
             poll,
             listeners,
+            templates,
             shared,
             idle_rx,
             idle: HashMap::new(),
@@ -354,13 +386,13 @@ impl Poller {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     let config = &self.shared.config;
-                    if stream.set_timeouts(config.io_timeout).is_err() {
+                    if listener.configure(&stream, config.io_timeout).is_err() {
                         continue;
                     }
-                    let info = ServerInfo::new(stream.local_addr(), peer)
-                        .with_scheme(config.scheme)
-                        .with_root_path(&config.root_path)
-                        .with_trusted_proxies(config.trusted_proxies.clone());
+                    let info = self.templates.get(i).map_or_else(
+                        || ServerInfo::new(stream.local_addr(), peer),
+                        |t| t.connection(&stream, peer),
+                    );
                     let conn = Connection::new(config.core.clone(), Instant::now());
                     self.add_idle(Conn { stream, conn, info, requests: 0 });
                 }

@@ -7,6 +7,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustix::net::sockopt::Timeout;
+
 /// A listening socket the server accepts connections on.
 #[derive(Debug)]
 pub enum Listener {
@@ -76,22 +78,44 @@ impl Listener {
         }
     }
 
-    pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
+    /// Readies the listener to serve: non-blocking, and for TCP on Linux, where an accepted
+    /// socket inherits them, `TCP_NODELAY` and the blocking I/O timeout `io_timeout` of its
+    /// connections, set once here rather than three system calls per connection.
+    pub(crate) fn prepare(&self, io_timeout: Duration) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => l.set_nonblocking(true),
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                if TCP_OPTIONS_INHERITED {
+                    let timeout = Some(io_timeout.max(MIN_TIMEOUT));
+                    rustix::net::sockopt::set_tcp_nodelay(l, true)?;
+                    rustix::net::sockopt::set_socket_timeout(l, Timeout::Recv, timeout)?;
+                    rustix::net::sockopt::set_socket_timeout(l, Timeout::Send, timeout)?;
+                }
+                Ok(())
+            }
             Listener::Unix(l, _) => l.set_nonblocking(true),
         }
     }
 
-    /// Accepts one connection: the stream and its peer's address (TCP only).
+    /// Accepts one connection: the stream and its peer's address (TCP only). The caller then
+    /// [`configure`](Self::configure)s it.
     pub(crate) fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
         match self {
-            Listener::Tcp(l) => {
-                let (s, peer) = l.accept()?;
-                s.set_nodelay(true)?;
-                Ok((Stream::Tcp(s), Some(peer)))
-            }
+            Listener::Tcp(l) => l.accept().map(|(s, peer)| (Stream::Tcp(s), Some(peer))),
             Listener::Unix(l, _) => Ok((Stream::Unix(l.accept()?.0), None)),
+        }
+    }
+
+    /// Sets up a stream this listener accepted as [`prepare`](Self::prepare) says: blocking
+    /// reads and writes bounded by `io_timeout`, no Nagle delay; only what it did not inherit.
+    pub(crate) fn configure(&self, stream: &Stream, io_timeout: Duration) -> io::Result<()> {
+        match stream {
+            Stream::Tcp(_) if TCP_OPTIONS_INHERITED => Ok(()),
+            Stream::Tcp(s) => {
+                s.set_nodelay(true)?;
+                stream.set_timeouts(io_timeout)
+            }
+            Stream::Unix(_) => stream.set_timeouts(io_timeout),
         }
     }
 }
@@ -104,6 +128,13 @@ impl AsRawFd for Listener {
         }
     }
 }
+
+/// Whether a TCP socket `accept` returns has the listener's `TCP_NODELAY`, `SO_RCVTIMEO` and
+/// `SO_SNDTIMEO` (Linux copies the listening socket; a Unix socket's peer is made afresh).
+const TCP_OPTIONS_INHERITED: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// The shortest I/O timeout: zero would mean none at all.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// An accepted connection's socket.
 #[derive(Debug)]
@@ -121,7 +152,7 @@ impl Stream {
     }
 
     pub(crate) fn set_timeouts(&self, timeout: Duration) -> io::Result<()> {
-        let timeout = Some(timeout.max(Duration::from_millis(1)));
+        let timeout = Some(timeout.max(MIN_TIMEOUT));
         match self {
             Stream::Tcp(s) => {
                 s.set_read_timeout(timeout)?;
@@ -193,5 +224,57 @@ impl AsFd for Stream {
             Stream::Tcp(s) => s.as_fd(),
             Stream::Unix(s) => s.as_fd(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// However the options get there (inherited from the listener or set per connection), an
+    /// accepted stream is blocking, has no Nagle delay and has the I/O timeout.
+    #[test]
+    fn accepted_streams_have_the_connection_options() {
+        let timeout = Duration::from_millis(1500);
+        let tcp = Listener::bind_tcp("127.0.0.1:0").unwrap();
+        tcp.prepare(timeout).unwrap();
+        let _client = std::net::TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+        let (stream, peer) = loop {
+            match tcp.accept() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                accepted => break accepted.unwrap(),
+            }
+        };
+        tcp.configure(&stream, timeout).unwrap();
+        assert!(peer.is_some());
+        let Stream::Tcp(s) = &stream else { panic!("not TCP") };
+        assert!(s.nodelay().unwrap());
+        assert_eq!(
+            (s.read_timeout().unwrap(), s.write_timeout().unwrap()),
+            (Some(timeout), Some(timeout))
+        );
+        assert!(!rustix::fs::fcntl_getfl(s).unwrap().contains(rustix::fs::OFlags::NONBLOCK));
+
+        let path = std::env::temp_dir().join(format!("adapter-std-net-{}", std::process::id()));
+        let unix = Listener::bind_unix(&path).unwrap();
+        unix.prepare(timeout).unwrap();
+        let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        let (stream, peer) = loop {
+            match unix.accept() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                accepted => break accepted.unwrap(),
+            }
+        };
+        unix.configure(&stream, timeout).unwrap();
+        assert!(peer.is_none());
+        let Stream::Unix(s) = &stream else { panic!("not Unix") };
+        assert_eq!(
+            (s.read_timeout().unwrap(), s.write_timeout().unwrap()),
+            (Some(timeout), Some(timeout))
+        );
+        assert!(!rustix::fs::fcntl_getfl(s).unwrap().contains(rustix::fs::OFlags::NONBLOCK));
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -150,6 +150,20 @@ impl ServerInfo {
         self.rendered()
     }
 
+    /// Sets both addresses, keeping the rest: a listener's `ServerInfo` made into one of its
+    /// connections, with one rendering of the per-connection strings rather than one per
+    /// `with_*` call.
+    #[must_use]
+    pub fn with_addresses(
+        mut self,
+        local: Option<SocketAddr>,
+        peer: Option<SocketAddr>,
+    ) -> ServerInfo {
+        self.local = local;
+        self.peer = peer;
+        self.rendered()
+    }
+
     /// Sets the peer's address, keeping the rest (one `ServerInfo` per listener, one per
     /// connection).
     #[must_use]
