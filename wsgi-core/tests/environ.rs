@@ -335,6 +335,28 @@ fn remote_addr_and_port_come_from_the_peer() {
     let env = environ_with(request, &ServerInfo::new(None, addr("198.51.100.2:7")));
     assert_eq!(env.get("REMOTE_ADDR"), Some("198.51.100.2"));
     assert_eq!(env.get("REMOTE_PORT"), Some("7"));
+    // A listener's ServerInfo made into a connection's with `with_addresses` (as drivers do
+    // per accepted connection) gives the environ a ServerInfo built whole for it gives.
+    let listener = ServerInfo::new(addr("127.0.0.1:80"), None)
+        .with_scheme(Scheme::Https)
+        .with_root_path("/app");
+    for (local, peer) in [
+        (addr("10.0.0.1:8443"), addr("192.0.2.7:54321")),
+        (addr("[::1]:8443"), addr("[2001:db8::1]:5")),
+        (None, None),
+    ] {
+        let request = b"GET /app/x HTTP/1.0\r\n\r\n";
+        let whole = ServerInfo::new(local, peer).with_scheme(Scheme::Https).with_root_path("/app");
+        let made = listener.clone().with_addresses(local, peer);
+        let entries = |s: &ServerInfo| {
+            let env = environ_with(request, s);
+            env.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect::<Vec<_>>()
+        };
+        assert_eq!(entries(&made), entries(&whole), "{local:?} {peer:?}");
+        let env = environ_with(request, &made);
+        assert_eq!(env.get("SCRIPT_NAME"), Some("/app"));
+        assert_eq!(env.scheme(), Scheme::Https);
+    }
 }
 
 #[test]
