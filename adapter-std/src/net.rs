@@ -233,48 +233,45 @@ mod tests {
 
     use super::*;
 
+    /// Accepts the connection a client has made to the prepared `listener` and configures it
+    /// as the poller does; checks the options every connection gets (blocking, the I/O
+    /// timeout) and returns the stream and its peer.
+    fn accept_one(listener: &Listener, timeout: Duration) -> (Stream, Option<SocketAddr>) {
+        let (stream, peer) = loop {
+            match listener.accept() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                accepted => break accepted.unwrap(),
+            }
+        };
+        listener.configure(&stream, timeout).unwrap();
+        let (read, write) = match &stream {
+            Stream::Tcp(s) => (s.read_timeout().unwrap(), s.write_timeout().unwrap()),
+            Stream::Unix(s) => (s.read_timeout().unwrap(), s.write_timeout().unwrap()),
+        };
+        assert_eq!((read, write), (Some(timeout), Some(timeout)));
+        assert!(!rustix::fs::fcntl_getfl(&stream).unwrap().contains(rustix::fs::OFlags::NONBLOCK));
+        (stream, peer)
+    }
+
     /// However the options get there (inherited from the listener or set per connection), an
-    /// accepted stream is blocking, has no Nagle delay and has the I/O timeout.
+    /// accepted stream is blocking, has the I/O timeout and, over TCP, no Nagle delay.
     #[test]
     fn accepted_streams_have_the_connection_options() {
         let timeout = Duration::from_millis(1500);
         let tcp = Listener::bind_tcp("127.0.0.1:0").unwrap();
         tcp.prepare(timeout).unwrap();
         let _client = std::net::TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
-        let (stream, peer) = loop {
-            match tcp.accept() {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                accepted => break accepted.unwrap(),
-            }
-        };
-        tcp.configure(&stream, timeout).unwrap();
+        let (stream, peer) = accept_one(&tcp, timeout);
         assert!(peer.is_some());
         let Stream::Tcp(s) = &stream else { panic!("not TCP") };
         assert!(s.nodelay().unwrap());
-        assert_eq!(
-            (s.read_timeout().unwrap(), s.write_timeout().unwrap()),
-            (Some(timeout), Some(timeout))
-        );
-        assert!(!rustix::fs::fcntl_getfl(s).unwrap().contains(rustix::fs::OFlags::NONBLOCK));
 
         let path = std::env::temp_dir().join(format!("adapter-std-net-{}", std::process::id()));
         let unix = Listener::bind_unix(&path).unwrap();
         unix.prepare(timeout).unwrap();
         let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
-        let (stream, peer) = loop {
-            match unix.accept() {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
-                accepted => break accepted.unwrap(),
-            }
-        };
-        unix.configure(&stream, timeout).unwrap();
-        assert!(peer.is_none());
-        let Stream::Unix(s) = &stream else { panic!("not Unix") };
-        assert_eq!(
-            (s.read_timeout().unwrap(), s.write_timeout().unwrap()),
-            (Some(timeout), Some(timeout))
-        );
-        assert!(!rustix::fs::fcntl_getfl(s).unwrap().contains(rustix::fs::OFlags::NONBLOCK));
+        let (stream, peer) = accept_one(&unix, timeout);
+        assert!(peer.is_none() && matches!(stream, Stream::Unix(_)));
         std::fs::remove_file(&path).unwrap();
     }
 }
