@@ -284,10 +284,11 @@ impl AccessEntry {
 pub const READ_CHUNK: usize = 64 * 1024;
 
 /// Feeds `conn` what `socket` already holds, without blocking, for as long as the connection
-/// wants input. A driver calls it after a read that filled its buffer: what arrived together
-/// then reaches the application as one body piece (in the Python bridge, one release of the GIL
-/// per piece rather than one per read). A read that does not fill `buf` took all the socket
-/// held, so it is the last: reading on until `EAGAIN` cost a system call per request.
+/// wants input. A driver calls it after a read that filled its buffer, so that what arrived
+/// together reaches the application as one body piece (in the Python bridge, one release of
+/// the GIL per piece rather than one per read), and to look for the next request on a
+/// connection it takes up again. A read that does not fill `buf` took all the socket held, so
+/// it is the last: reading on until `EAGAIN` cost a system call per request.
 ///
 /// The reads are opportunistic: a socket error ends them like the end of the stream, so bytes
 /// already received (a complete body from a client that then reset the connection) are still
