@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo};
 
-use wsgi_driver::{BodyStep, Exchange, read_available, with_read_buf};
+use wsgi_driver::{BodyStep, Exchange, read_rest, with_read_buf};
 
 use crate::Shared;
 use crate::net::Stream;
@@ -118,11 +118,17 @@ impl StdIo {
 
     /// Writes what the connection produced; a failed write loses the client.
     fn flush(&mut self) -> Result<(), AppIoError> {
-        if self.ex.out.is_empty() {
+        self.flush_with(&[])
+    }
+
+    /// [`flush`](Self::flush), then `tail` (body bytes the application holds, framed by what
+    /// is in `out`) in the same write.
+    fn flush_with(&mut self, tail: &[u8]) -> Result<(), AppIoError> {
+        if self.ex.out.is_empty() && tail.is_empty() {
             return Ok(());
         }
         let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
-        let written = c.stream.write_all(&self.ex.out);
+        let written = write_all_vectored(&mut c.stream, &self.ex.out, tail);
         self.ex.out.clear();
         written.map_err(|_| {
             c.conn.abort();
@@ -149,11 +155,8 @@ impl AppIo for StdIo {
                         Ok(0) => c.conn.handle_eof(Instant::now()),
                         Ok(n) => {
                             c.conn.handle_input(&buf[..n], Instant::now());
-                            // What else has arrived makes the same piece (a short read took
-                            // it all).
-                            if n == buf.len() {
-                                read_available(&c.stream, &mut c.conn, buf);
-                            }
+                            // What else has arrived makes the same piece.
+                            read_rest(&c.stream, &mut c.conn, n, buf);
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => return Err(AppIoError::Disconnected),
@@ -182,12 +185,7 @@ impl AppIo for StdIo {
         // head, a chunk-size line) in the same write.
         let framed = self.ex.body_in_place(&mut c.conn, chunk)?;
         let part = chunk.get(..usize::try_from(framed.send).unwrap_or(usize::MAX)).unwrap_or(chunk);
-        let written = write_all_vectored(&mut c.stream, &self.ex.out, part);
-        self.ex.out.clear();
-        written.map_err(|_| {
-            c.conn.abort();
-            AppIoError::Disconnected
-        })?;
+        self.flush_with(part)?;
         Ok(self.ex.in_place_sent(&framed)?)
     }
 
@@ -251,10 +249,11 @@ impl Drop for StdIo {
 /// grows) cost more than the write. Below it, one buffer and one plain write are as cheap.
 const IN_PLACE: usize = 16 * 1024;
 
-/// Writes `first` then `second` with vectored writes until both are out.
+/// Writes `first` then `second` with vectored writes until both are out (an empty one is left
+/// out of them).
 fn write_all_vectored(stream: &mut Stream, first: &[u8], second: &[u8]) -> io::Result<()> {
     let mut slices = [IoSlice::new(first), IoSlice::new(second)];
-    let mut bufs = &mut slices[..];
+    let mut bufs = &mut slices[..if second.is_empty() { 1 } else { 2 }];
     IoSlice::advance_slices(&mut bufs, 0); // skips an empty `first`
     while !bufs.is_empty() {
         match stream.write_vectored(bufs) {

@@ -382,17 +382,17 @@ impl Poller {
 
     fn accept(&mut self, i: usize) {
         loop {
-            let Some(listener) = self.listeners.get(i) else { return };
+            let (Some(listener), Some(template)) = (self.listeners.get(i), self.templates.get(i))
+            else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, peer)) => {
                     let config = &self.shared.config;
                     if listener.configure(&stream, config.io_timeout).is_err() {
                         continue;
                     }
-                    let info = self.templates.get(i).map_or_else(
-                        || ServerInfo::new(stream.local_addr(), peer),
-                        |t| t.connection(&stream, peer),
-                    );
+                    let info = template.connection(&stream, peer);
                     let conn = Connection::new(config.core.clone(), Instant::now());
                     self.add_idle(Conn { stream, conn, info, requests: 0 });
                 }

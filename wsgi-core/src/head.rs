@@ -1,11 +1,11 @@
 //! Request head parsing and validation.
 //!
-//! A head that arrives whole (the usual case) is tokenized in one pass by [`tokenize::tokenize`]. One that
-//! arrives in pieces goes through the scanner, which finds the end of the head incrementally,
-//! checking each line's terminator and the size limits as bytes arrive, so a partial head is
-//! never re-tokenized and an oversized one is refused before it is complete; the complete head
-//! is then tokenized once. This module then adds what the grammar leaves to the server: the
-//! target's form, Host, and the body framing.
+//! A head that arrives whole (the usual case) is tokenized in one pass by
+//! [`tokenize::tokenize`]. One that arrives in pieces goes through the scanner, which finds
+//! the end of the head incrementally, checking each line's terminator and the size limits as
+//! bytes arrive, so a partial head is never re-tokenized and an oversized one is refused before
+//! it is complete; the complete head is then tokenized once. This module then adds what the
+//! grammar leaves to the server: the target's form, Host, and the body framing.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -507,32 +507,3 @@ static TCHAR: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
 /// What a `reg-name` or IPv4 host holds (RFC 3986 §3.2.2: unreserved, pct-encoded and
 /// sub-delims; `%` is allowed without checking the two hex digits after it).
 static REG_NAME: [bool; 256] = alphanumeric_and(b"-._~%!$&'()*+,;=");
-
-#[cfg(test)]
-mod tests {
-    use crate::tokenize::{Is, find};
-
-    fn find_lf(hay: &[u8]) -> Option<usize> {
-        find(hay, 0, Is(b'\n'))
-    }
-
-    #[test]
-    fn find_lf_agrees_with_a_plain_search() {
-        let mut hay = vec![b'a'; 40];
-        assert_eq!(find_lf(&hay), None);
-        for i in 0..hay.len() {
-            hay[i] = b'\n';
-            assert_eq!(find_lf(&hay), Some(i), "LF at {i}");
-            for j in 0..=i {
-                assert_eq!(find_lf(&hay[j..]), Some(i - j));
-            }
-            hay[i] = b'a';
-        }
-        // Bytes whose XOR with LF borrows or carries must not look like LF.
-        let tricky: Vec<u8> = (0..=255u8).filter(|&b| b != b'\n').collect();
-        assert_eq!(find_lf(&tricky), None);
-        let mut with_lf = tricky.clone();
-        with_lf.push(b'\n');
-        assert_eq!(find_lf(&with_lf), Some(tricky.len()));
-    }
-}

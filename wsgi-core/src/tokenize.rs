@@ -477,17 +477,30 @@ mod tests {
 
     #[test]
     fn find_agrees_with_a_plain_search() {
-        let stop = Outside::<true> { below: 0x20 };
-        let mut hay = vec![b'a'; 70];
-        assert_eq!(find(&hay, 0, stop), None);
-        for i in 0..hay.len() {
-            hay[i] = b'\r';
-            for from in 0..=i {
-                assert_eq!(find(&hay, from, stop), Some(i), "stop at {i}, from {from}");
+        /// `byte`, which `stop` stops at, at every place in a run of `a`s, searched for from
+        /// every place before it, and in the run cut there (other alignments).
+        fn check(stop: impl Stop, byte: u8) {
+            let mut hay = vec![b'a'; 70];
+            assert_eq!(find(&hay, 0, stop), None);
+            for i in 0..hay.len() {
+                hay[i] = byte;
+                for from in 0..=i {
+                    assert_eq!(find(&hay, from, stop), Some(i), "stop at {i}, from {from}");
+                    assert_eq!(find(&hay[from..], 0, stop), Some(i - from), "cut at {from}");
+                }
+                assert_eq!(find(&hay, i + 1, stop), None);
+                hay[i] = b'a';
             }
-            assert_eq!(find(&hay, i + 1, stop), None);
-            hay[i] = b'a';
         }
+        check(Outside::<true> { below: 0x20 }, b'\r');
+        check(Is(b'\n'), b'\n');
+        // The scanner's line search: bytes whose XOR with LF borrows or carries must not look
+        // like LF.
+        let tricky: Vec<u8> = (0..=255u8).filter(|&b| b != b'\n').collect();
+        assert_eq!(find(&tricky, 0, Is(b'\n')), None);
+        let mut with_lf = tricky.clone();
+        with_lf.push(b'\n');
+        assert_eq!(find(&with_lf, 0, Is(b'\n')), Some(tricky.len()));
     }
 
     /// What httparse makes of `head` where its grammar and ours are the same: a complete head

@@ -283,12 +283,26 @@ impl AccessEntry {
 /// wanting input.
 pub const READ_CHUNK: usize = 64 * 1024;
 
+/// After a read of `n` bytes into a buffer the size of `buf` was fed to `conn`: if it filled
+/// the buffer, the socket may hold more, and [`read_available`] takes it into `buf`, so that
+/// what arrived together reaches the application as one body piece (in the Python bridge, one
+/// release of the GIL per piece rather than one per read). A shorter read took all the socket
+/// held: reading on would only return `EAGAIN`, a system call per request.
+pub fn read_rest(
+    socket: impl std::os::fd::AsFd,
+    conn: &mut wsgi_core::Connection,
+    n: usize,
+    buf: &mut [u8],
+) {
+    if n >= buf.len() {
+        read_available(socket, conn, buf);
+    }
+}
+
 /// Feeds `conn` what `socket` already holds, without blocking, for as long as the connection
-/// wants input. A driver calls it after a read that filled its buffer, so that what arrived
-/// together reaches the application as one body piece (in the Python bridge, one release of
-/// the GIL per piece rather than one per read), and to look for the next request on a
-/// connection it takes up again. A read that does not fill `buf` took all the socket held, so
-/// it is the last: reading on until `EAGAIN` cost a system call per request.
+/// wants input, stopping after a read that does not fill `buf` (it took all there was). A
+/// driver calls it to look for the next request on a connection it takes up again, and
+/// through [`read_rest`] after a read that filled its buffer.
 ///
 /// The reads are opportunistic: a socket error ends them like the end of the stream, so bytes
 /// already received (a complete body from a client that then reset the connection) are still

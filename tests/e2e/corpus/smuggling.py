@@ -318,7 +318,8 @@ case("http-minor-higher", b"GET /echo/http-minor-higher HTTP/1.2\r\nHost: x\r\n\
      + S("http-minor-higher"), 505,
      "RFC 9110 2.5 (SHOULD serve as 1.1; deviation: refused with 505)")
 # RFC 9112 3.2 wants URI characters; like nginx and gunicorn this server passes raw UTF-8
-# through (its bytes as latin-1, PEP 3333; other raw bytes get 400), a decision wsgi-core's environ tests fix.
+# through (its bytes as latin-1, PEP 3333; other raw bytes get 400), a decision wsgi-core's
+# environ tests fix.
 case("non-ascii-target", b"GET /echo/caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", 200,
      "RFC 9112 3 (SHOULD answer 400 to an invalid request-line; accepted as latin-1 bytes)",
      PATH_INFO="/echo/caf\u00c3\u00a9")

@@ -14,7 +14,7 @@ use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead
 
 use super::conn::{recv, send, would_block};
 use super::{Shared, Socket};
-use crate::{BodyStep, Exchange, READ_CHUNK, http_date, read_available, with_read_buf};
+use crate::{BodyStep, Exchange, http_date, read_available, read_rest, with_read_buf};
 
 /// Writes queued for the task while the app thread owns the connection; at most this many (each
 /// one response piece) wait at once before the application blocks (backpressure).
@@ -318,10 +318,8 @@ impl<S: Socket> ChannelIo<S> {
             }
             Ok(n) => {
                 conn.handle_input(&buf[..n], Instant::now());
-                // What else has arrived makes the same piece (a short read took it all).
-                if n == buf.len() {
-                    read_available(socket, conn, buf);
-                }
+                // What else has arrived makes the same piece.
+                read_rest(socket, conn, n, buf);
                 Ok(true)
             }
             Err(e) if would_block(&e) => Ok(false),
@@ -337,10 +335,8 @@ impl<S: Socket> ChannelIo<S> {
         match answer {
             Down::Data(bytes) => {
                 conn.handle_input(&bytes, Instant::now());
-                if bytes.len() == READ_CHUNK {
-                    let socket = &*self.line.socket;
-                    with_read_buf(|buf| read_available(socket, conn, buf));
-                }
+                let socket = &*self.line.socket;
+                with_read_buf(|buf| read_rest(socket, conn, bytes.len(), buf));
             }
             Down::Eof => conn.handle_eof(Instant::now()),
             Down::Writable | Down::Failed => return Err(self.lost()),
