@@ -82,7 +82,7 @@ impl Conn {
                         }
                     }
                     self.requests += 1;
-                    let environ = Environ::new(&head, &self.info);
+                    let environ = Environ::new(head, &self.info);
                     let ex = Exchange::new(&environ, shared.config.access_log.as_ref());
                     let io = StdIo { conn: Some(self), shared: shared.clone(), ex };
                     return Step::Job(Job { environ, io: Box::new(io) });

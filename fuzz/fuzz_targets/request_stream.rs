@@ -108,7 +108,7 @@ impl Driver {
             match self.conn.poll_event() {
                 Ok(None) => return,
                 Ok(Some(Event::Request(head))) => {
-                    let environ = Environ::new(&head, &self.server);
+                    let environ = Environ::new(head.clone(), &self.server);
                     check_environ(&environ, head.method());
                     if head.expects_continue() {
                         self.conn.send_continue(&mut self.out).unwrap();

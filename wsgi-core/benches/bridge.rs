@@ -328,7 +328,7 @@ fn environ_of(request: &[u8]) -> Environ {
         Some("127.0.0.1:8000".parse().unwrap()),
         Some("127.0.0.1:51234".parse().unwrap()),
     );
-    Environ::new(&head, &server)
+    Environ::new(head, &server)
 }
 
 fn module<'py>(py: Python<'py>, code: &str, name: &str) -> Bound<'py, PyModule> {

@@ -27,18 +27,18 @@ fn server_info() -> ServerInfo {
 }
 
 /// Runs one request through a kept-alive connection and answers it, leaving the connection ready
-/// for the next; `f` sees the request head.
+/// for the next; `f` gets the request head.
 fn cycle<R>(
     conn: &mut Connection,
     response: &ResponseHead,
     out: &mut Vec<u8>,
     now: Instant,
-    f: impl FnOnce(&wsgi_core::RequestHead) -> R,
+    f: impl FnOnce(wsgi_core::RequestHead) -> R,
 ) -> R {
     conn.handle_input(black_box(REQUEST), now);
     let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!("no request") };
     let Ok(Some(Event::EndOfBody)) = conn.poll_event() else { panic!("no end of body") };
-    let r = f(&head);
+    let r = f(head);
     out.clear();
     conn.send_head(response, out).unwrap();
     conn.send_end(now, out).unwrap();
@@ -78,7 +78,7 @@ fn request_path(c: &mut Criterion) {
         let mut conn = Connection::new(Config::default(), now);
         conn.handle_input(REQUEST, now);
         let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!("no request") };
-        b.iter(|| black_box(Environ::new(black_box(&head), &server)));
+        b.iter(|| black_box(Environ::new(black_box(head.clone()), &server)));
     });
 
     group.bench_function("connection_to_environ", |b| {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::forwarded::{Forwarded, TrustedProxies, forwarded};
-use crate::head::{RequestHead, Span, TargetForm, split_authority};
+use crate::head::{RequestHead, Span, TargetForm, Version, split_authority};
 use crate::names;
 use crate::proxy_protocol::ProxyHeader;
 use crate::tokenize;
@@ -341,8 +341,49 @@ fn known_key(id: u8) -> Key {
 enum Text {
     Head(Span),
     Extra(u32, u32),
-    Static(&'static str),
+    Static(Fixed),
     Server(ServerText),
+}
+
+/// The values an environ takes from neither the request nor the connection: a byte rather than
+/// a `&str`, so an [`Entry`] is 24 bytes rather than 40.
+#[derive(Clone, Copy, Debug)]
+enum Fixed {
+    Empty,
+    Asterisk,
+    Slash,
+    Http10,
+    Http11,
+    Port80,
+    Port443,
+}
+
+impl Fixed {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Fixed::Empty => "",
+            Fixed::Asterisk => "*",
+            Fixed::Slash => "/",
+            Fixed::Http10 => "HTTP/1.0",
+            Fixed::Http11 => "HTTP/1.1",
+            Fixed::Port80 => "80",
+            Fixed::Port443 => "443",
+        }
+    }
+
+    const fn version(v: Version) -> Fixed {
+        match v {
+            Version::Http10 => Fixed::Http10,
+            Version::Http11 => Fixed::Http11,
+        }
+    }
+
+    const fn default_port(scheme: Scheme) -> Fixed {
+        match scheme {
+            Scheme::Http => Fixed::Port80,
+            Scheme::Https => Fixed::Port443,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -387,7 +428,7 @@ struct Entry {
 /// let mut conn = Connection::new(Config::default(), Instant::now());
 /// conn.handle_input(b"GET /caf%C3%A9?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n", Instant::now());
 /// let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!() };
-/// let environ = Environ::new(&head, &ServerInfo::default());
+/// let environ = Environ::new(head, &ServerInfo::default());
 /// assert_eq!(environ.get("PATH_INFO"), Some("/cafÃ©")); // UTF-8 bytes read as latin-1
 /// assert_eq!(environ.get("QUERY_STRING"), Some("q=1"));
 /// assert_eq!(environ.get("SERVER_PORT"), Some("80"));
@@ -404,9 +445,12 @@ pub struct Environ {
 impl Environ {
     /// Builds the environ of `head` as received through the connection `server` describes.
     ///
-    /// It shares the head's bytes rather than copying them, and the per-connection strings
-    /// `server` rendered once.
-    pub fn new(head: &RequestHead, server: &ServerInfo) -> Environ {
+    /// It takes over the head's bytes rather than copying them (a driver has no use for the
+    /// head once its environ is built; clone it to keep it), and shares the per-connection
+    /// strings `server` rendered once.
+    pub fn new(mut head: RequestHead, server: &ServerInfo) -> Environ {
+        let trusted = server.proxies.as_ref().filter(|_| server.peer_trusted);
+        let head = &mut head;
         let mut b = Builder {
             head,
             server: &server.rendered,
@@ -416,12 +460,12 @@ impl Environ {
         };
         b.push(Key::Cgi(CgiKey::RequestMethod), Text::Head(head.method));
         b.cgi_path(head, &server.rendered.root);
-        let query = head.query.map_or(Text::Static(""), |q| b.value(q));
+        let query = head.query.map_or(Text::Static(Fixed::Empty), |q| b.value(q));
         b.push(Key::Cgi(CgiKey::QueryString), query);
         let target = b.value(head.target);
         b.push(Key::Cgi(CgiKey::RawUri), target);
         b.push(Key::Cgi(CgiKey::RequestUri), target);
-        b.push(Key::Cgi(CgiKey::ServerProtocol), Text::Static(head.version.as_str()));
+        b.push(Key::Cgi(CgiKey::ServerProtocol), Text::Static(Fixed::version(head.version)));
         b.server_name_port(head, server.scheme);
         b.push(Key::Cgi(CgiKey::RemoteAddr), Text::Server(ServerText::RemoteAddr));
         if server.rendered.remote_port.is_some() {
@@ -431,14 +475,20 @@ impl Environ {
             b.content_length(head, n);
         }
         b.http_headers(head);
+        let (extra, entries) = (b.extra, b.entries);
+        // Only the proxy headers are read from the head after this.
+        let bytes = match trusted {
+            Some(_) => head.bytes.clone(),
+            None => std::mem::take(&mut head.bytes),
+        };
         let mut environ = Environ {
-            head: head.bytes.clone(),
-            extra: b.extra,
+            head: bytes,
+            extra,
             server: server.rendered.clone(),
-            entries: b.entries,
+            entries,
             scheme: server.scheme,
         };
-        if let (true, Some(proxies)) = (server.peer_trusted, &server.proxies) {
+        if let Some(proxies) = trusted {
             environ.apply_forwarded(head, forwarded(head, proxies));
         }
         environ
@@ -615,7 +665,7 @@ fn text<'a>(head: HeadView<'a>, extra: &'a str, server: &'a Rendered, t: Text) -
             HeadView::Bytes(head) => std::str::from_utf8(span.get(head)).unwrap_or_default(),
         },
         Text::Extra(a, b) => extra.get(a as usize..b as usize).unwrap_or_default(),
-        Text::Static(s) => s,
+        Text::Static(s) => s.as_str(),
         Text::Server(which) => match which {
             ServerText::RemoteAddr => &server.remote_addr,
             ServerText::RemotePort => server.remote_port.as_deref().unwrap_or_default(),
@@ -659,8 +709,8 @@ impl Builder<'_> {
     /// `SCRIPT_NAME` and `PATH_INFO`: the path percent-decoded, split at the root path.
     fn cgi_path(&mut self, head: &RequestHead, root: &str) {
         let path = match head.form {
-            TargetForm::Asterisk => Text::Static("*"),
-            TargetForm::Absolute if head.path.start == head.path.end => Text::Static("/"),
+            TargetForm::Asterisk => Text::Static(Fixed::Asterisk),
+            TargetForm::Absolute if head.path.start == head.path.end => Text::Static(Fixed::Slash),
             _ => {
                 let raw = head.path.get(&head.bytes);
                 if tokenize::find(raw, 0, tokenize::Is(b'%')).is_none() {
@@ -678,7 +728,7 @@ impl Builder<'_> {
             p.starts_with(root) && matches!(p.as_bytes().get(root.len()), None | Some(b'/'))
         };
         let (path, script) = match (under_root, path) {
-            (false, _) => (path, Text::Static("")),
+            (false, _) => (path, Text::Static(Fixed::Empty)),
             // A head view is ASCII, so the root it starts with has as many bytes as characters.
             (true, Text::Head(span)) => (
                 Text::Head(span.sub(root.len(), (span.end - span.start) as usize)),
@@ -687,7 +737,7 @@ impl Builder<'_> {
             (true, Text::Extra(a, b)) => {
                 (Text::Extra(a + root.len() as u32, b), Text::Server(ServerText::Root))
             }
-            (true, other) => (other, Text::Static("")),
+            (true, other) => (other, Text::Static(Fixed::Empty)),
         };
         self.push(Key::Cgi(CgiKey::PathInfo), path);
         self.push(Key::Cgi(CgiKey::ScriptName), script);
@@ -703,7 +753,7 @@ impl Builder<'_> {
                 self.push(Key::Cgi(CgiKey::ServerName), Text::Head(span.sub(0, name.len())));
                 let port = match port.filter(|p| !p.is_empty()) {
                     Some(p) => Text::Head(span.sub(a.len() - p.len(), a.len())),
-                    None => Text::Static(scheme.default_port()),
+                    None => Text::Static(Fixed::default_port(scheme)),
                 };
                 self.push(Key::Cgi(CgiKey::ServerPort), port);
             }

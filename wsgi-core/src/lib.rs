@@ -42,7 +42,7 @@
 //! conn.handle_input(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", now);
 //!
 //! let Some(Event::Request(head)) = conn.poll_event()? else { unreachable!() };
-//! let environ = Environ::new(&head, &ServerInfo::default());
+//! let environ = Environ::new(head, &ServerInfo::default());
 //! assert_eq!(environ.get("PATH_INFO"), Some("/echo"));
 //! assert_eq!(environ.get("CONTENT_LENGTH"), Some("5"));
 //!

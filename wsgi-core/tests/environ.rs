@@ -22,7 +22,7 @@ fn head(request: &[u8]) -> RequestHead {
 }
 
 fn environ_with(request: &[u8], server: &ServerInfo) -> Environ {
-    Environ::new(&head(request), server)
+    Environ::new(head(request), server)
 }
 
 fn environ(request: &[u8]) -> Environ {
@@ -789,7 +789,7 @@ fn proxy_protocol_header_sets_the_addresses() {
     let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!() };
     let server = ServerInfo::new(addr("127.0.0.1:8000"), addr("127.0.0.1:5000"))
         .with_proxy_header(conn.proxy_header().unwrap());
-    let env = Environ::new(&head, &server);
+    let env = Environ::new(head, &server);
     assert_eq!(env.get("REMOTE_ADDR"), Some("2001:db8::5"));
     assert_eq!(env.get("REMOTE_PORT"), Some("40000"));
     assert_eq!(env.scheme(), Scheme::Http);
@@ -803,7 +803,7 @@ fn proxy_protocol_header_sets_the_addresses() {
     let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!() };
     let server = ServerInfo::new(addr("127.0.0.1:8000"), None)
         .with_proxy_header(conn.proxy_header().unwrap());
-    let env = Environ::new(&head, &server);
+    let env = Environ::new(head, &server);
     assert_eq!(env.get("REMOTE_ADDR"), Some("192.0.2.1"));
     assert_eq!(env.get("SERVER_NAME"), Some("198.51.100.2"));
     assert_eq!(env.get("SERVER_PORT"), Some("443"));

@@ -290,7 +290,7 @@ proptest! {
             conn.handle_input(&request, Instant::now());
             match conn.poll_event() {
                 Ok(Some(Event::Request(head))) => {
-                    let env = Environ::new(&head, &server);
+                    let env = Environ::new(head, &server);
                     let mut keys: Vec<&str> = env.iter().map(|(k, _)| k).collect();
                     let n = keys.len();
                     keys.sort_unstable();

@@ -393,7 +393,7 @@ mod tests {
             Some("127.0.0.1:8000".parse().unwrap()),
             Some("10.0.0.7:4000".parse().unwrap()),
         );
-        (conn, Environ::new(&head, &server))
+        (conn, Environ::new(head, &server))
     }
 
     /// Runs one exchange through [`Exchange`] with `log` and returns the record it produced.

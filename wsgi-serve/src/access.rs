@@ -525,7 +525,7 @@ mod tests {
         conn.handle_input(raw.as_bytes(), now);
         let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!("{raw}") };
         let peer = "10.1.2.3:5555".parse().unwrap();
-        let environ = Environ::new(&head, &ServerInfo::new(None, Some(peer)));
+        let environ = Environ::new(head, &ServerInfo::new(None, Some(peer)));
         let records = Arc::new(Mutex::new(Vec::new()));
         let sink = records.clone();
         let log = AccessLog::new(move |r| sink.lock().unwrap().push(r)).with_response_head();

@@ -364,7 +364,7 @@ mod tests {
         let mut conn = Connection::new(Config::default(), now);
         conn.handle_input(raw.as_bytes(), now);
         let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!("{raw}") };
-        Environ::new(&head, &ServerInfo::default())
+        Environ::new(head, &ServerInfo::default())
     }
 
     /// A connection whose every call waits `wait` on a (pretend) slow client.

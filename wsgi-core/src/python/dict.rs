@@ -317,7 +317,7 @@ mod tests {
             Some("127.0.0.1:8000".parse().unwrap()),
             Some("10.0.0.1:4000".parse().unwrap()),
         );
-        Environ::new(&head, &server)
+        Environ::new(head, &server)
     }
 
     /// An app that records each environ it sees (without the streams), then vandalises it.

@@ -364,7 +364,7 @@ fn next_job(wire: &Arc<Mutex<Wire>>, client: &Client) -> Option<Job> {
             Ok(Some(Event::Request(head))) => {
                 w.reads = 0;
                 w.body_ended = false;
-                let environ = Environ::new(&head, &client.server);
+                let environ = Environ::new(head, &client.server);
                 let io = MemIo {
                     wire: wire.clone(),
                     sendfile: client.sendfile,

@@ -55,7 +55,7 @@ pub(super) async fn drive<R: Runtime, S: Socket>(
                         info = info.with_proxy_header(header);
                     }
                 }
-                let environ = Environ::new(&head, &info);
+                let environ = Environ::new(head, &info);
                 let (link, line) =
                     ends.get_or_insert_with(|| link(socket.clone(), shared.clone(), info.clone()));
                 let job = job(conn, line.clone(), environ);

@@ -189,7 +189,7 @@ impl<S: Socket> Advance for Resume<S> {
         loop {
             match conn.poll_event() {
                 Ok(Some(Event::Request(head))) => {
-                    let environ = Environ::new(&head, &line.info);
+                    let environ = Environ::new(head, &line.info);
                     let (conn, line) = self.0.take()?;
                     return Some(job(conn, line, environ));
                 }
