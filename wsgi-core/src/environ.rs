@@ -537,7 +537,7 @@ impl Environ {
             self.set(Key::Cgi(CgiKey::ServerPort), default_port);
         } else if f.scheme.is_some() {
             // A Host without a port meant the default port of the scheme the client used.
-            let sent = head.authority.or(head.host).filter(|s| s.start != s.end);
+            let sent = head.authority.filter(|s| s.start != s.end);
             if sent.is_some_and(|span| split_authority(span.get(&head.bytes)).1.is_none()) {
                 self.set(Key::Cgi(CgiKey::ServerPort), default_port);
             }
@@ -744,7 +744,7 @@ impl Builder<'_> {
     }
 
     fn server_name_port(&mut self, head: &RequestHead, scheme: Scheme) {
-        let authority = head.authority.or(head.host).filter(|s| s.start != s.end);
+        let authority = head.authority.filter(|s| s.start != s.end);
         match authority {
             Some(span) => {
                 // A valid authority is ASCII (see `valid_authority`).
