@@ -331,6 +331,13 @@ fn a_unix_socket_listener_serves_and_its_path_is_removed() {
 // Regressions found in review
 
 #[test]
+fn bodies_past_their_content_length_are_cut_and_the_app_is_told() {
+    let server = start(app, Bind::Tokio, false);
+    bodies_past_their_length(&mut server.connect());
+    server.stop();
+}
+
+#[test]
 fn a_bad_request_behind_a_served_one_is_answered_and_its_connection_closed() {
     let server = start(app, Bind::Tokio, false);
     bad_request_behind_a_served_one(&mut server.connect());

@@ -8,11 +8,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wsgi_core::{Job, ResponseHead};
+use wsgi_core::{AppIoError, Job, ResponseHead};
 use wsgi_driver::ServerConfig;
 
 /// Every socket read gives up after this; every client exchange within `DEADLINE`.
@@ -25,6 +26,12 @@ pub const BIG: usize = 8 << 20;
 /// job was dropped).
 pub const STREAM_PIECES: usize = 24;
 pub static STREAM_STAGE: AtomicUsize = AtomicUsize::new(0);
+/// `/past-length/...`: the path, and what each call that sent its body returned.
+pub static PAST_LENGTH: Mutex<Vec<(String, Vec<Result<(), AppIoError>>)>> = Mutex::new(Vec::new());
+/// The bytes `/past-length/file` sends from: the test binary, which is far longer than 100.
+pub fn past_length_file() -> std::fs::File {
+    std::fs::File::open(std::env::current_exe().unwrap()).unwrap()
+}
 
 // ---------------------------------------------------------------------------------------------
 // The application
@@ -44,10 +51,32 @@ pub fn respond(job: &mut Job, body: &[u8]) {
 
 /// By path: `/big` sends `BIG` bytes of `pattern` in 64 KiB pieces; `/chunked` sends three
 /// pieces without a Content-Length (so chunked); `/peer` answers `REMOTE_ADDR:REMOTE_PORT`;
-/// anything else echoes `METHOD PATH\n` and the request body, after 300 ms for `/slow`.
+/// `/past-length/...` see [`bodies_past_their_length`]; anything else echoes `METHOD PATH\n` and
+/// the request body, after 300 ms for `/slow`.
 pub fn app(mut job: Job) {
     let path = job.environ.get("PATH_INFO").unwrap_or_default().to_owned();
     match path.as_str() {
+        "/past-length/large" | "/past-length/chunk" | "/past-length/file" => {
+            let length = match path.as_str() {
+                "/past-length/large" => "100000",
+                "/past-length/chunk" => "30000",
+                _ => "10",
+            };
+            let head = ResponseHead::from_wsgi("200 OK", [("Content-Length", length)]).unwrap();
+            job.io.send_head(&head).unwrap();
+            let mut calls = Vec::new();
+            match path.as_str() {
+                "/past-length/large" => {
+                    for (byte, len) in [(b'a', 40_000), (b'b', 40_000), (b'c', 20_000)] {
+                        calls.push(job.io.send_body(&vec![byte; len]));
+                    }
+                }
+                "/past-length/chunk" => calls.push(job.io.send_body(&[b'o'; 40_000])),
+                _ => calls.push(job.io.send_file(&past_length_file(), 0, 100).map(|_| ())),
+            }
+            calls.push(job.io.send_end());
+            PAST_LENGTH.lock().unwrap().push((path, calls));
+        }
         "/big" => {
             let length = BIG.to_string();
             let head =
@@ -268,6 +297,42 @@ pub fn half_head_behind_a_served_one<S: Conn>(c: &mut Client<S>) {
     c.response().assert_ok(b"GET /b\n");
     c.send(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
     c.response().assert_ok(b"GET /c\n");
+}
+
+/// Three pipelined responses with a Content-Length: one sent whole in large chunks, one whose
+/// 40,000-byte chunk passes its 30,000, and one whose 100-byte file passes its 10. The client
+/// gets exactly the declared bytes of each, the calls that passed the length return
+/// `BodyTooLong`, and the connection goes on to serve a request after them.
+pub fn bodies_past_their_length<S: Conn>(c: &mut Client<S>) {
+    use wsgi_core::UsageError;
+    c.send(
+        b"GET /past-length/large HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /past-length/chunk HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /past-length/file HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let mut large = vec![b'a'; 40_000];
+    large.extend(vec![b'b'; 40_000]);
+    large.extend(vec![b'c'; 20_000]);
+    c.response().assert_ok(&large);
+    c.response().assert_ok(&[b'o'; 30_000]);
+    let mut file_start = vec![0; 10];
+    past_length_file().read_exact(&mut file_start).unwrap();
+    c.response().assert_ok(&file_start);
+    c.send(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+    c.response().assert_ok(b"GET /after\n");
+
+    let too_long = |declared| Err(AppIoError::Usage(UsageError::BodyTooLong { declared }));
+    let mut seen = PAST_LENGTH.lock().unwrap().clone();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let calls = |path: &str, calls: Vec<Result<(), AppIoError>>| (path.to_owned(), calls);
+    assert_eq!(
+        seen,
+        [
+            calls("/past-length/chunk", vec![too_long(30_000), Ok(())]),
+            calls("/past-length/file", vec![too_long(10), Ok(())]),
+            calls("/past-length/large", vec![Ok(()), Ok(()), Ok(()), Ok(())]),
+        ]
+    );
 }
 
 /// A request on a fresh connection is served: the server still works.
