@@ -26,8 +26,10 @@ pub const BIG: usize = 8 << 20;
 /// job was dropped).
 pub const STREAM_PIECES: usize = 24;
 pub static STREAM_STAGE: AtomicUsize = AtomicUsize::new(0);
-/// `/past-length/...`: the path, and what each call that sent its body returned.
-pub static PAST_LENGTH: Mutex<Vec<(String, Vec<Result<(), AppIoError>>)>> = Mutex::new(Vec::new());
+/// A `/past-length/...` request's path, and what each call that sent its body returned.
+pub type SendCalls = (String, Vec<Result<(), AppIoError>>);
+/// The `/past-length/...` requests served.
+pub static PAST_LENGTH: Mutex<Vec<SendCalls>> = Mutex::new(Vec::new());
 /// The bytes `/past-length/file` sends from: the test binary, which is far longer than 100.
 pub fn past_length_file() -> std::fs::File {
     std::fs::File::open(std::env::current_exe().unwrap()).unwrap()
@@ -324,7 +326,7 @@ pub fn bodies_past_their_length<S: Conn>(c: &mut Client<S>) {
     let too_long = |declared| Err(AppIoError::Usage(UsageError::BodyTooLong { declared }));
     let mut seen = PAST_LENGTH.lock().unwrap().clone();
     seen.sort_by(|a, b| a.0.cmp(&b.0));
-    let calls = |path: &str, calls: Vec<Result<(), AppIoError>>| (path.to_owned(), calls);
+    let calls = |path: &str, calls| -> SendCalls { (path.to_owned(), calls) };
     assert_eq!(
         seen,
         [
