@@ -167,67 +167,12 @@ fn shutdown_lets_the_request_in_flight_finish() {
 /// Large chunks (written from the application's buffer rather than copied) arrive whole and in
 /// order; bytes past the Content-Length, from a chunk or a file, are held back and reported to
 /// the application as `BodyTooLong`, and the connection stays in step.
+/// Large chunks (sent from the app's buffer) arrive whole, and bytes past the Content-Length,
+/// from `send_body` or `send_file`, are cut with `BodyTooLong` (testkit's shared exchange).
 #[test]
 fn large_bodies_and_bodies_past_their_length() {
-    use std::sync::Mutex;
-    use wsgi_core::{AppIoError, UsageError};
-
-    let file_path =
-        std::env::temp_dir().join(format!("adapter-std-loopback-{}", std::process::id()));
-    std::fs::write(&file_path, vec![b'f'; 100]).unwrap();
-    // Per request: its path and what each call on the connection returned.
-    type Calls = (String, Vec<Result<(), AppIoError>>);
-    let results: Arc<Mutex<Vec<Calls>>> = Arc::default();
-    let seen = Arc::clone(&results);
-    let app_file = file_path.clone();
-    let app = move |mut job: Job| {
-        let path = job.environ.get("PATH_INFO").unwrap_or_default().to_owned();
-        let length = match path.as_str() {
-            "/big" => "100000",
-            "/over" => "30000",
-            _ => "10",
-        };
-        let head = ResponseHead::from_wsgi("200 OK", [("Content-Length", length)]).unwrap();
-        job.io.send_head(&head).unwrap();
-        let mut calls = Vec::new();
-        match path.as_str() {
-            "/big" => {
-                for (byte, len) in [(b'a', 40_000), (b'b', 40_000), (b'c', 20_000)] {
-                    calls.push(job.io.send_body(&vec![byte; len]));
-                }
-            }
-            "/over" => calls.push(job.io.send_body(&vec![b'o'; 40_000])),
-            _ => {
-                let file = std::fs::File::open(&app_file).unwrap();
-                calls.push(job.io.send_file(&file, 0, 100).map(|_| ()));
-            }
-        }
-        calls.push(job.io.send_end());
-        seen.lock().unwrap().push((path, calls));
-    };
-    let (server, addr) = serve(app, 1);
-    let mut s = connect(addr);
-    s.write_all(
-        b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n\
-          GET /over HTTP/1.1\r\nHost: x\r\n\r\n\
-          GET /file HTTP/1.1\r\nHost: x\r\n\r\n",
-    )
-    .unwrap();
-    let got = read_responses(&mut s, 3);
-    let mut big = vec![b'a'; 40_000];
-    big.extend(vec![b'b'; 40_000]);
-    big.extend(vec![b'c'; 20_000]);
-    assert_eq!(got[0].1, big);
-    assert_eq!(got[1].1, vec![b'o'; 30_000]);
-    assert_eq!(got[2].1, vec![b'f'; 10]);
-
-    let too_long = |declared| Err(AppIoError::Usage(UsageError::BodyTooLong { declared }));
-    let results = results.lock().unwrap();
-    assert_eq!(results[0], ("/big".to_owned(), vec![Ok(()), Ok(()), Ok(()), Ok(())]));
-    assert_eq!(results[1], ("/over".to_owned(), vec![too_long(30_000), Ok(())]));
-    assert_eq!(results[2], ("/file".to_owned(), vec![too_long(10), Ok(())]));
-    drop(results);
+    let (server, addr) = serve(wsgi_testkit::app, 1);
+    wsgi_testkit::bodies_past_their_length(&mut wsgi_testkit::Client::new(connect(addr)));
     server.handle().shutdown();
     server.join(Duration::from_secs(5));
-    std::fs::remove_file(&file_path).unwrap();
 }

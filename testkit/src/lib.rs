@@ -1,6 +1,7 @@
-//! What the async adapters' loopback tests share (adapter-tokio and adapter-smol): the Rust
-//! test application, a blocking HTTP/1.1 client with timeouts on every read, the server
-//! configuration the tests use, and a temporary directory. Not published.
+//! What the adapters' loopback tests share: for adapter-tokio and adapter-smol, the Rust test
+//! application, a blocking HTTP/1.1 client with timeouts on every read, the server configuration
+//! the tests use and a temporary directory; for adapter-std too, the exchanges all three run
+//! alike (bodies past their Content-Length). Not published.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
