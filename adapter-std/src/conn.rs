@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo};
 
-use wsgi_driver::{BodyStep, Exchange, read_rest, with_read_buf};
+use wsgi_driver::{BodyStep, Exchange, read_available, read_rest, with_read_buf};
 
 use crate::Shared;
 use crate::net::Stream;
@@ -37,35 +37,10 @@ pub(crate) enum Step {
 impl Conn {
     /// Reads what the socket has without blocking and returns the next request, if any.
     pub(crate) fn advance(mut self, shared: &Arc<Shared>) -> Step {
-        let mut received = false;
-        let closed = with_read_buf(|buf| {
-            while self.conn.wants_read() {
-                // MSG_DONTWAIT: this read alone does not block; the socket stays blocking for
-                // the body reads and writes of the request (no mode switches per request).
-                match rustix::net::recv(&self.stream, &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
-                    Ok((0, _)) => {
-                        self.conn.handle_eof(Instant::now());
-                        return false;
-                    }
-                    Ok((n, _)) => {
-                        received = true;
-                        self.conn.handle_input(&buf[..n], Instant::now());
-                        // A short read took all the socket held: asking again would only
-                        // return EAGAIN, a system call per request.
-                        if n < buf.len() {
-                            return false;
-                        }
-                    }
-                    Err(rustix::io::Errno::AGAIN) => return false,
-                    Err(rustix::io::Errno::INTR) => {}
-                    Err(_) => return true,
-                }
-            }
-            false
-        });
-        if closed {
-            return Step::Closed;
-        }
+        // MSG_DONTWAIT: these reads alone do not block; the socket stays blocking for the body
+        // reads and writes of the request (no mode switches per request). A socket error reads
+        // as the end of the stream: what arrived before it is still answered.
+        let received = with_read_buf(|buf| read_available(&self.stream, &mut self.conn, buf));
         // During a shutdown what arrives is answered with `Connection: close`; a connection
         // that received nothing (a spurious wake-up) is left to the poller, which gives a fresh
         // one its moment and closes a kept-alive one.

@@ -52,36 +52,13 @@ impl BodyEncoder {
     ///   written, the rest dropped.
     /// - [`UsageError::ResponseEnded`] after [`finish`](Self::finish).
     pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), UsageError> {
-        if self.finished {
-            return Err(UsageError::ResponseEnded);
-        }
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        match self.kind {
-            EncoderKind::Empty => {}
-            EncoderKind::Length(declared) => {
-                let room = declared - self.sent;
-                if chunk.len() as u64 > room {
-                    out.extend_from_slice(&chunk[..room as usize]);
-                    self.sent = declared;
-                    return Err(UsageError::BodyTooLong { declared });
-                }
-                out.extend_from_slice(chunk);
-            }
-            EncoderKind::Chunked => {
-                let mut hex = [0u8; 16];
-                let digits = write_hex(chunk.len() as u64, &mut hex);
-                out.reserve(digits.len() + chunk.len() + 4);
-                out.extend_from_slice(digits);
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(chunk);
-                out.extend_from_slice(b"\r\n");
-            }
-            EncoderKind::CloseDelimited => out.extend_from_slice(chunk),
-        }
-        self.sent += chunk.len() as u64;
-        Ok(())
+        // The framing is `encode_external`'s; only the bytes it lets through are copied here.
+        let framed = self.encode_external(chunk.len() as u64, out)?;
+        let body = chunk.get(..usize::try_from(framed.send).unwrap_or(usize::MAX)).unwrap_or(chunk);
+        out.reserve(body.len() + framed.suffix.len());
+        out.extend_from_slice(body);
+        out.extend_from_slice(framed.suffix);
+        framed.error.map_or(Ok(()), Err)
     }
 
     /// Ends the body: the last chunk for chunked framing, nothing otherwise.

@@ -744,17 +744,11 @@ impl Builder<'_> {
     }
 
     fn server_name_port(&mut self, head: &RequestHead, scheme: Scheme) {
-        let authority = head.authority.filter(|s| s.start != s.end);
-        match authority {
-            Some(span) => {
-                // A valid authority is ASCII (see `valid_authority`).
-                let a = span.get(&head.bytes);
-                let (name, port) = split_authority(a);
-                self.push(Key::Cgi(CgiKey::ServerName), Text::Head(span.sub(0, name.len())));
-                let port = match port.filter(|p| !p.is_empty()) {
-                    Some(p) => Text::Head(span.sub(a.len() - p.len(), a.len())),
-                    None => Text::Static(Fixed::default_port(scheme)),
-                };
+        match head.authority_parts() {
+            // A valid authority is ASCII (see `head::parse_authority`).
+            Some((name, port)) => {
+                self.push(Key::Cgi(CgiKey::ServerName), Text::Head(name));
+                let port = port.map_or(Text::Static(Fixed::default_port(scheme)), Text::Head);
                 self.push(Key::Cgi(CgiKey::ServerPort), port);
             }
             None => {

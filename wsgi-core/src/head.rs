@@ -85,6 +85,9 @@ pub struct RequestHead {
     pub(crate) query: Option<Span>,
     /// The authority the request is for: the absolute-form target's, else the Host value.
     pub(crate) authority: Option<Span>,
+    /// The length of `authority`'s host name; a port, if any, follows it after a colon.
+    /// Validation found it, so the environ need not split the authority again.
+    pub(crate) authority_name: u32,
     pub(crate) fields: Vec<Field>,
     /// The body's length; with `chunked` false, no body is a length of 0 and `has_length`
     /// says whether the client sent one. [`RequestBody`] spread out, so that the head stays
@@ -186,6 +189,14 @@ impl RequestHead {
     /// before sending its body.
     pub fn expects_continue(&self) -> bool {
         self.expect_continue
+    }
+
+    /// The non-empty authority's host name and its port (when not empty), as spans.
+    pub(crate) fn authority_parts(&self) -> Option<(Span, Option<Span>)> {
+        let a = self.authority.filter(|s| s.start != s.end)?;
+        let name_end = a.start + self.authority_name;
+        let port = (a.end > name_end + 1).then_some(Span { start: name_end + 1, end: a.end });
+        Some((Span { start: a.start, end: name_end }, port))
     }
 }
 
@@ -327,7 +338,7 @@ fn validate(bytes: Bytes, tokens: Tokens, config: &Config) -> Result<RequestHead
     let method = tokens.method.get(head);
     let target_span = tokens.target;
     let (form, authority, path, query) = split_target(method, target_span.get(head))?;
-    let authority = authority.map(|(a, b)| target_span.sub(a, b));
+    let authority = authority.map(|((a, b), name)| (target_span.sub(a, b), name));
     let path = target_span.sub(path.0, path.1);
     let query = query.map(|(a, b)| target_span.sub(a, b));
 
@@ -341,10 +352,8 @@ fn validate(bytes: Bytes, tokens: Tokens, config: &Config) -> Result<RequestHead
         match f.id {
             names::HOST => {
                 host_count += 1;
-                host = Some(f.value);
-                if !valid_authority(f.value.get(head)) {
-                    return Err(ProtocolError::BadHost);
-                }
+                let name = authority_name_len(f.value.get(head)).ok_or(ProtocolError::BadHost)?;
+                host = Some((f.value, name));
             }
             names::CONNECTION => {
                 for token in framing::list_elements(f.value.get(head)) {
@@ -378,6 +387,8 @@ fn validate(bytes: Bytes, tokens: Tokens, config: &Config) -> Result<RequestHead
         RequestBody::Empty
     };
     let keep_alive = framing::keep_alive(version, close_token, keep_alive_token);
+    // RFC 9112 §3.2.2: the absolute-form target's authority overrides Host.
+    let (authority, authority_name) = authority.or(host).map_or((None, 0), |(a, n)| (Some(a), n));
     let (body_length, has_length) = match body {
         RequestBody::Length(n) => (n, true),
         RequestBody::Empty | RequestBody::Chunked => (0, false),
@@ -388,8 +399,8 @@ fn validate(bytes: Bytes, tokens: Tokens, config: &Config) -> Result<RequestHead
         target: target_span,
         path,
         query,
-        // RFC 9112 §3.2.2: the absolute-form target's authority overrides Host.
-        authority: authority.or(host),
+        authority,
+        authority_name,
         fields: tokens.fields,
         body_length,
         has_length,
@@ -404,11 +415,15 @@ fn validate(bytes: Bytes, tokens: Tokens, config: &Config) -> Result<RequestHead
 
 type Range2 = (usize, usize);
 
-/// Splits a request target into its form, authority, path and query (as offsets into it).
+/// An absolute-form target's authority: its offsets in the target, and its host name's length.
+type TargetAuthority = (Range2, u32);
+
+/// Splits a request target into its form, authority (with its host name's length), path and
+/// query (as offsets into it).
 fn split_target(
     method: &[u8],
     t: &[u8],
-) -> Result<(TargetForm, Option<Range2>, Range2, Option<Range2>), ProtocolError> {
+) -> Result<(TargetForm, Option<TargetAuthority>, Range2, Option<Range2>), ProtocolError> {
     if tokenize::find(t, 0, tokenize::Is(b'#')).is_some() {
         return Err(ProtocolError::BadTarget);
     }
@@ -443,11 +458,11 @@ fn split_target(
             let rest = &t[scheme_len..];
             let auth_len = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
             let authority = (scheme_len, scheme_len + auth_len);
-            if auth_len == 0 || !valid_authority(&t[authority.0..authority.1]) {
-                return Err(ProtocolError::BadHost);
-            }
+            let name = authority_name_len(&t[authority.0..authority.1])
+                .filter(|_| auth_len > 0)
+                .ok_or(ProtocolError::BadHost)?;
             let (path, query) = path_and_query(authority.1);
-            Ok((TargetForm::Absolute, Some(authority), path, query))
+            Ok((TargetForm::Absolute, Some((authority, name)), path, query))
         }
     }
 }
@@ -471,13 +486,15 @@ pub(crate) fn split_authority(a: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// Checks `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2). An empty value is valid:
-/// RFC 9112 §3.2 has clients send an empty Host when the target has no authority.
-pub(crate) fn valid_authority(a: &[u8]) -> bool {
-    parse_authority(a).is_some()
+/// The length of the host name of `a` if it is a valid `uri-host [ ":" port ]` (RFC 9110 §7.2,
+/// RFC 3986 §3.2.2), `None` otherwise. An empty value is valid: RFC 9112 §3.2 has clients send
+/// an empty Host when the target has no authority. Heads are far shorter than `u32::MAX`.
+fn authority_name_len(a: &[u8]) -> Option<u32> {
+    parse_authority(a).map(|(name, _)| name.len() as u32)
 }
 
-/// [`split_authority`] of a valid authority (see [`valid_authority`]), `None` for an invalid one.
+/// [`split_authority`] of a valid authority (see [`authority_name_len`]), `None` for an
+/// invalid one.
 pub(crate) fn parse_authority(a: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
     let (host, port) = split_authority(a);
     let host_ok = match host {

@@ -106,9 +106,7 @@ impl Exchange {
     ///
     /// As [`Connection::send_body`].
     pub fn body(&mut self, conn: &mut Connection, chunk: &[u8]) -> Result<(), UsageError> {
-        if let Some(log) = self.log.as_mut() {
-            log.add_body(chunk.len() as u64);
-        }
+        self.count_body(chunk.len() as u64);
         conn.send_body(chunk, &mut self.out)
     }
 
@@ -125,9 +123,7 @@ impl Exchange {
         conn: &mut Connection,
         chunk: &[u8],
     ) -> Result<ExternalBody, UsageError> {
-        if let Some(log) = self.log.as_mut() {
-            log.add_body(chunk.len() as u64);
-        }
+        self.count_body(chunk.len() as u64);
         conn.send_body_external(chunk.len() as u64, &mut self.out)
     }
 
@@ -164,10 +160,15 @@ impl Exchange {
     /// [`UsageError::BodyTooLong`] if the `len` given to [`external`](Self::external) passed
     /// the Content-Length (only `send` bytes were to go).
     pub fn external_sent(&mut self, external: &ExternalBody) -> Result<(), UsageError> {
-        if let Some(log) = self.log.as_mut() {
-            log.add_body(external.send);
-        }
+        self.count_body(external.send);
         self.in_place_sent(external)
+    }
+
+    /// Counts `n` body bytes for the access log, if there is one.
+    fn count_body(&mut self, n: u64) {
+        if let Some(log) = self.log.as_mut() {
+            log.add_body(n);
+        }
     }
 
     /// Ends the response.

@@ -306,16 +306,18 @@ pub fn read_rest(
 ///
 /// The reads are opportunistic: a socket error ends them like the end of the stream, so bytes
 /// already received (a complete body from a client that then reset the connection) are still
-/// delivered, and a body left incomplete fails as such.
+/// delivered, and a body left incomplete fails as such. Returns whether any bytes arrived.
 pub fn read_available(
     socket: impl std::os::fd::AsFd,
     conn: &mut wsgi_core::Connection,
     buf: &mut [u8],
-) {
+) -> bool {
     use rustix::io::Errno;
+    let mut received = false;
     while conn.wants_read() {
         match rustix::net::recv(&socket, &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
             Ok((n, _)) if n > 0 => {
+                received = true;
                 conn.handle_input(&buf[..n], Instant::now());
                 if n < buf.len() {
                     break;
@@ -329,6 +331,7 @@ pub fn read_available(
             }
         }
     }
+    received
 }
 
 /// Runs `f` with this thread's read buffer of [`READ_CHUNK`] bytes: one allocation per thread,
