@@ -14,6 +14,11 @@
 //!                        ◀── after the response: idle again (or ready, if pipelined)
 //! ```
 //!
+//! On Linux a TCP listener sets `TCP_DEFER_ACCEPT`: the kernel queues a connection for `accept`
+//! only once its first bytes have arrived, so the poller hands a new connection straight to the
+//! ready queue, with no registration and readiness round trip first. A client that connects and
+//! stays silent is held by the kernel (for about a second, then accepted and treated as below).
+//!
 //! Idle keep-alive connections sit in the poller and cost no thread; an app thread is busy only
 //! from a complete request head to the end of its response. A slow client sending its head
 //! never pins an app thread: each readable burst is consumed without blocking and the
@@ -101,6 +106,12 @@ impl Shared {
             // Still busy: it goes straight back to the app threads, not through the poller.
             let _ = self.ready_tx.send(c);
         }
+    }
+
+    /// Hands a connection from the poller to the app threads.
+    fn to_ready(&self, c: Conn) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        let _ = self.ready_tx.send(c);
     }
 
     /// Hands a busy connection to the poller to wait for its next bytes.
@@ -334,8 +345,7 @@ impl Poller {
                                 .poll
                                 .registry()
                                 .deregister(&mut SourceFd(&c.stream.as_raw_fd()));
-                            self.shared.busy.fetch_add(1, Ordering::AcqRel);
-                            let _ = self.shared.ready_tx.send(c);
+                            self.shared.to_ready(c);
                         }
                     }
                 }
@@ -394,7 +404,15 @@ impl Poller {
                     }
                     let info = template.connection(&stream, peer);
                     let conn = Connection::new(config.core.clone(), Instant::now());
-                    self.add_idle(Conn { stream, conn, info, requests: 0 });
+                    let c = Conn { stream, conn, info, requests: 0 };
+                    if listener.defers_accept() {
+                        // Its first bytes have arrived: straight to an app thread, which reads
+                        // them (and hands the connection back here if they are not a whole
+                        // head yet).
+                        self.shared.to_ready(c);
+                    } else {
+                        self.add_idle(c);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

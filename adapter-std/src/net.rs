@@ -85,6 +85,8 @@ impl Listener {
         match self {
             Listener::Tcp(l) => {
                 l.set_nonblocking(true)?;
+                #[cfg(target_os = "linux")]
+                nix::sys::socket::setsockopt(l, DeferAccept, &DEFER_ACCEPT_SECS)?;
                 if TCP_OPTIONS_INHERITED {
                     let timeout = Some(io_timeout.max(MIN_TIMEOUT));
                     rustix::net::sockopt::set_tcp_nodelay(l, true)?;
@@ -95,6 +97,12 @@ impl Listener {
             }
             Listener::Unix(l, _) => l.set_nonblocking(true),
         }
+    }
+
+    /// Whether the connections this listener accepts have (nearly always) sent their first
+    /// bytes already, so that reading them at once is worth more than waiting for readiness.
+    pub(crate) fn defers_accept(&self) -> bool {
+        matches!(self, Listener::Tcp(_)) && TCP_ACCEPT_DEFERRED
     }
 
     /// Accepts one connection: the stream and its peer's address (TCP only). The caller then
@@ -128,6 +136,32 @@ impl AsRawFd for Listener {
         }
     }
 }
+
+// `TCP_DEFER_ACCEPT`: the kernel completes a connection's handshake but queues it for
+// `accept` only once its first bytes arrive (or, for a client that sends nothing, once the
+// period below has passed). A connection the poller accepts then has its request waiting, so it
+// goes straight to an app thread instead of through the poller's registration and a readiness
+// round trip; a client that connects and stays silent costs the server nothing meanwhile.
+#[cfg(target_os = "linux")]
+use nix::{libc, setsockopt_impl, sockopt_impl};
+#[cfg(target_os = "linux")]
+sockopt_impl!(
+    /// Linux's `TCP_DEFER_ACCEPT`, in seconds.
+    DeferAccept,
+    SetOnly,
+    libc::IPPROTO_TCP,
+    libc::TCP_DEFER_ACCEPT,
+    i32
+);
+
+/// How long the kernel holds a silent connection back from `accept`. It then queues it anyway,
+/// and the head-read deadline applies from there.
+#[cfg(target_os = "linux")]
+const DEFER_ACCEPT_SECS: i32 = 1;
+
+/// Whether a connection a TCP listener accepts has (nearly always) sent its first bytes
+/// already: see `DeferAccept`.
+const TCP_ACCEPT_DEFERRED: bool = cfg!(target_os = "linux");
 
 /// Whether a TCP socket `accept` returns has the listener's `TCP_NODELAY`, `SO_RCVTIMEO` and
 /// `SO_SNDTIMEO` (Linux copies the listening socket; a Unix socket's peer is made afresh).

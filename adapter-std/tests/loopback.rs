@@ -137,6 +137,30 @@ fn idle_connections_hold_no_app_thread() {
 }
 
 #[test]
+fn silent_and_partial_new_connections_are_served_without_holding_a_thread() {
+    // On Linux the kernel holds a connection back from `accept` until its first bytes arrive
+    // (TCP_DEFER_ACCEPT) and the poller hands it straight to an app thread; these are the
+    // connections for which that guess fails, with one app thread to hold.
+    let (server, addr) = serve(echo, 1);
+    // Connects, then stays silent past the kernel's one-second deferral.
+    let mut silent = connect(addr);
+    // Sends part of its head at once (accepted and read at once), the rest later.
+    let mut partial = connect(addr);
+    partial.write_all(b"GET /partial HTTP/1.1\r\nHo").unwrap();
+    // Neither holds the app thread: a third client is served meanwhile.
+    let mut other = connect(addr);
+    other.write_all(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_responses(&mut other, 1)[0].1, b"GET /other\n");
+    std::thread::sleep(Duration::from_millis(1500));
+    partial.write_all(b"st: x\r\n\r\n").unwrap();
+    assert_eq!(read_responses(&mut partial, 1)[0].1, b"GET /partial\n");
+    silent.write_all(b"GET /silent HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(read_responses(&mut silent, 1)[0].1, b"GET /silent\n");
+    server.handle().shutdown();
+    server.join(Duration::from_secs(5));
+}
+
+#[test]
 fn shutdown_lets_the_request_in_flight_finish() {
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
