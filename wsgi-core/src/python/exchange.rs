@@ -71,6 +71,9 @@ pub(crate) struct State {
     pub(crate) overflow: Option<u64>,
     /// The request body not yet handed to the application, and whether it ended.
     pub(crate) input: (Bytes, bool),
+    /// How many bytes of a body with a Content-Length the application has yet to read
+    /// (buffered in `input` or not yet received); `None` for a chunked body.
+    pub(crate) input_left: Option<u64>,
     /// Why reading the request body failed, when that was the client's fault.
     pub(crate) client_fault: Option<String>,
     /// `wsgi.errors` text not yet ending in a newline.
@@ -92,11 +95,13 @@ impl State {
     }
 
     fn new(environ: Environ) -> State {
+        let input_left = environ.get("CONTENT_LENGTH").and_then(|n| n.parse().ok());
         State {
             start: StartResponse::new(),
             outcome: Outcome::Open,
             overflow: None,
             input: (Bytes::new(), false),
+            input_left,
             client_fault: None,
             errors: String::new(),
             request: Request::Environ(environ),

@@ -75,7 +75,33 @@ impl WsgiInput {
                 n = i + 1;
             }
         }
-        buf.split_to(n)
+        let piece = buf.split_to(n);
+        if let Some(left) = &mut state.input_left {
+            *left = left.saturating_sub(piece.len() as u64);
+        }
+        piece
+    }
+
+    /// Reads exactly `n` bytes of a body that has at least that many left into a `bytes` made
+    /// at that size, piece by piece: no gathering buffer, one copy per byte.
+    fn read_exact<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        PyBytes::new_with(py, n, |out| {
+            let mut at = 0;
+            while at < n {
+                // The bytes object is not reachable from Python until it is returned, so the
+                // GIL may be released while it is filled.
+                if !self.fill(py)? {
+                    // The connection reports a body cut short as an error; this is the same.
+                    return Err(PyOSError::new_err(
+                        "client disconnected before the request body ended",
+                    ));
+                }
+                let piece = self.take(n - at, false);
+                out[at..at + piece.len()].copy_from_slice(&piece);
+                at += piece.len();
+            }
+            Ok(())
+        })
     }
 
     /// Reads up to `size` bytes (all, if `size` is `None`), stopping after a newline if `line`.
@@ -108,11 +134,24 @@ impl WsgiInput {
         if size == Some(0) {
             return Ok(PyBytes::new(py, b""));
         }
-        // One buffered piece that satisfies the read is handed out without a copy into a Vec.
         if let Some(s) = size {
-            if self.fill(py)? && self.state().input.0.len() >= s {
-                let piece = self.take(s, false);
-                return Ok(PyBytes::new(py, &piece));
+            if self.fill(py)? {
+                let (buffered, left) = {
+                    let state = self.state();
+                    (state.input.0.len(), state.input_left)
+                };
+                // One buffered piece that satisfies the read is handed out as it is.
+                if buffered >= s {
+                    let piece = self.take(s, false);
+                    return Ok(PyBytes::new(py, &piece));
+                }
+                // Otherwise, with the body's length known, so is the size of what this read
+                // returns.
+                if let Some(left) = left.and_then(|l| usize::try_from(l).ok()) {
+                    if left >= buffered {
+                        return self.read_exact(py, left.min(s));
+                    }
+                }
             }
         }
         let data = self.read_impl(py, size, false)?;
