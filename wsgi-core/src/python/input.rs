@@ -121,6 +121,10 @@ impl WsgiInput {
     }
 }
 
+/// The largest read made at its final size before its bytes arrive (see `read`): larger ones
+/// grow with what arrives.
+const READ_EXACT_MAX: usize = 1 << 20;
+
 /// `size` as io does: negative or `None` means "no limit".
 fn limit(size: Option<isize>) -> Option<usize> {
     size.and_then(|s| usize::try_from(s).ok())
@@ -147,9 +151,12 @@ impl WsgiInput {
                 }
                 // Otherwise, with the body's length known, so is the size of what this read
                 // returns.
+                // Up to READ_EXACT_MAX: the bytes object is made before the body arrives, and
+                // a client must not make the server hold a large one for bytes it never sends.
                 if let Some(left) = left.and_then(|l| usize::try_from(l).ok()) {
-                    if left >= buffered {
-                        return self.read_exact(py, left.min(s));
+                    let n = left.min(s);
+                    if left >= buffered && n <= READ_EXACT_MAX {
+                        return self.read_exact(py, n);
                     }
                 }
             }
