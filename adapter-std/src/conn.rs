@@ -159,8 +159,7 @@ impl AppIo for StdIo {
         // A large chunk goes from the application's buffer, after what waits in `out` (the
         // head, a chunk-size line) in the same write.
         let framed = self.ex.body_in_place(&mut c.conn, chunk)?;
-        let part = chunk.get(..usize::try_from(framed.send).unwrap_or(usize::MAX)).unwrap_or(chunk);
-        self.flush_with(part)?;
+        self.flush_with(framed.part_to_send(chunk))?;
         Ok(self.ex.in_place_sent(&framed)?)
     }
 

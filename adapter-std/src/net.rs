@@ -100,9 +100,10 @@ impl Listener {
     }
 
     /// Whether the connections this listener accepts have (nearly always) sent their first
-    /// bytes already, so that reading them at once is worth more than waiting for readiness.
+    /// bytes already, so that reading them at once is worth more than waiting for readiness:
+    /// TCP on Linux, where [`prepare`](Self::prepare) sets `DeferAccept`.
     pub(crate) fn defers_accept(&self) -> bool {
-        matches!(self, Listener::Tcp(_)) && TCP_ACCEPT_DEFERRED
+        matches!(self, Listener::Tcp(_)) && cfg!(target_os = "linux")
     }
 
     /// Accepts one connection: the stream and its peer's address (TCP only). The caller then
@@ -158,10 +159,6 @@ sockopt_impl!(
 /// and the head-read deadline applies from there.
 #[cfg(target_os = "linux")]
 const DEFER_ACCEPT_SECS: i32 = 1;
-
-/// Whether a connection a TCP listener accepts has (nearly always) sent its first bytes
-/// already: see `DeferAccept`.
-const TCP_ACCEPT_DEFERRED: bool = cfg!(target_os = "linux");
 
 /// Whether a TCP socket `accept` returns has the listener's `TCP_NODELAY`, `SO_RCVTIMEO` and
 /// `SO_SNDTIMEO` (Linux copies the listening socket; a Unix socket's peer is made afresh).

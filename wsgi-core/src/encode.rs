@@ -54,7 +54,7 @@ impl BodyEncoder {
     pub fn encode(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), UsageError> {
         // The framing is `encode_external`'s; only the bytes it lets through are copied here.
         let framed = self.encode_external(chunk.len() as u64, out)?;
-        let body = chunk.get(..usize::try_from(framed.send).unwrap_or(usize::MAX)).unwrap_or(chunk);
+        let body = framed.part_to_send(chunk);
         out.reserve(body.len() + framed.suffix.len());
         out.extend_from_slice(body);
         out.extend_from_slice(framed.suffix);
@@ -160,6 +160,20 @@ pub struct ExternalBody {
     /// [`UsageError::BodyTooLong`] if the bytes pass the Content-Length: only `send` of them
     /// may go, and the error is the caller's to report once they have.
     pub error: Option<UsageError>,
+}
+
+impl ExternalBody {
+    /// The bytes of `chunk` (the bytes this was made for) to send: its first `send`.
+    ///
+    /// ```
+    /// use wsgi_core::{BodyEncoder, ResponseBody};
+    /// let mut encoder = BodyEncoder::new(ResponseBody::Length(3));
+    /// let external = encoder.encode_external(5, &mut Vec::new()).unwrap();
+    /// assert_eq!(external.part_to_send(b"hello"), b"hel");
+    /// ```
+    pub fn part_to_send<'a>(&self, chunk: &'a [u8]) -> &'a [u8] {
+        chunk.get(..usize::try_from(self.send).unwrap_or(usize::MAX)).unwrap_or(chunk)
+    }
 }
 
 /// Writes `n` in lowercase hex without leading zeros into `buf`, returning the digits.

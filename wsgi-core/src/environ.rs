@@ -345,17 +345,16 @@ enum Text {
     Server(ServerText),
 }
 
-/// The values an environ takes from neither the request nor the connection: a byte rather than
-/// a `&str`, so an [`Entry`] is 24 bytes rather than 40.
+/// The values an environ takes from neither the request nor the connection: two bytes rather
+/// than a `&str`, so an [`Entry`] is 24 bytes rather than 40. The version and the default port
+/// are spelled by [`Version::as_str`] and [`Scheme::default_port`].
 #[derive(Clone, Copy, Debug)]
 enum Fixed {
     Empty,
     Asterisk,
     Slash,
-    Http10,
-    Http11,
-    Port80,
-    Port443,
+    Version(Version),
+    DefaultPort(Scheme),
 }
 
 impl Fixed {
@@ -364,24 +363,8 @@ impl Fixed {
             Fixed::Empty => "",
             Fixed::Asterisk => "*",
             Fixed::Slash => "/",
-            Fixed::Http10 => "HTTP/1.0",
-            Fixed::Http11 => "HTTP/1.1",
-            Fixed::Port80 => "80",
-            Fixed::Port443 => "443",
-        }
-    }
-
-    const fn version(v: Version) -> Fixed {
-        match v {
-            Version::Http10 => Fixed::Http10,
-            Version::Http11 => Fixed::Http11,
-        }
-    }
-
-    const fn default_port(scheme: Scheme) -> Fixed {
-        match scheme {
-            Scheme::Http => Fixed::Port80,
-            Scheme::Https => Fixed::Port443,
+            Fixed::Version(v) => v.as_str(),
+            Fixed::DefaultPort(scheme) => scheme.default_port(),
         }
     }
 }
@@ -409,6 +392,9 @@ struct Entry {
     key: Key,
     value: Text,
 }
+
+// An environ holds one entry per variable: kept at 24 bytes (see `Fixed`).
+const _: () = assert!(std::mem::size_of::<Entry>() == 24);
 
 /// The CGI variables of one request, per PEP 3333.
 ///
@@ -465,7 +451,7 @@ impl Environ {
         let target = b.value(head.target);
         b.push(Key::Cgi(CgiKey::RawUri), target);
         b.push(Key::Cgi(CgiKey::RequestUri), target);
-        b.push(Key::Cgi(CgiKey::ServerProtocol), Text::Static(Fixed::version(head.version)));
+        b.push(Key::Cgi(CgiKey::ServerProtocol), Text::Static(Fixed::Version(head.version)));
         b.server_name_port(head, server.scheme);
         b.push(Key::Cgi(CgiKey::RemoteAddr), Text::Server(ServerText::RemoteAddr));
         if server.rendered.remote_port.is_some() {
@@ -537,8 +523,8 @@ impl Environ {
             self.set(Key::Cgi(CgiKey::ServerPort), default_port);
         } else if f.scheme.is_some() {
             // A Host without a port meant the default port of the scheme the client used.
-            let sent = head.authority.filter(|s| s.start != s.end);
-            if sent.is_some_and(|span| split_authority(span.get(&head.bytes)).1.is_none()) {
+            // An empty port (`host:`) is no port, as in `server_name_port`.
+            if head.authority_parts().is_some_and(|(_, port)| port.is_none()) {
                 self.set(Key::Cgi(CgiKey::ServerPort), default_port);
             }
         }
@@ -748,7 +734,7 @@ impl Builder<'_> {
             // A valid authority is ASCII (see `head::parse_authority`).
             Some((name, port)) => {
                 self.push(Key::Cgi(CgiKey::ServerName), Text::Head(name));
-                let port = port.map_or(Text::Static(Fixed::default_port(scheme)), Text::Head);
+                let port = port.map_or(Text::Static(Fixed::DefaultPort(scheme)), Text::Head);
                 self.push(Key::Cgi(CgiKey::ServerPort), port);
             }
             None => {

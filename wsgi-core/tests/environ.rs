@@ -774,6 +774,14 @@ fn proxy_headers_from_trusted_peers() {
     let env =
         environ_with(b"GET / HTTP/1.0\r\nX-Forwarded-Host: h.test:81\r\n\r\n", &via("127.0.0.1:1"));
     assert_eq!((env.get("HTTP_HOST"), env.get("SERVER_PORT")), (Some("h.test:81"), Some("81")));
+    // With only the scheme forwarded, a Host without a port meant that scheme's default port;
+    // an empty port (`host:`) is no port, as it is without proxies; a port the client sent
+    // stays.
+    for (host, port) in [("app.test", "443"), ("app.test:", "443"), ("app.test:8000", "8000")] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-Proto: https\r\n\r\n");
+        let env = environ_with(request.as_bytes(), &via("127.0.0.1:1"));
+        assert_eq!((env.scheme(), env.get("SERVER_PORT")), (Https, Some(port)), "{host}");
+    }
 }
 
 #[test]

@@ -51,9 +51,7 @@ impl WsgiInput {
                 Err(e) => {
                     state.input.1 = true;
                     let message = match e {
-                        AppIoError::Disconnected => {
-                            "client disconnected before the request body ended".to_owned()
-                        }
+                        AppIoError::Disconnected => BODY_CUT_SHORT.to_owned(),
                         e => format!("cannot read the request body: {e}"),
                     };
                     if !matches!(e, AppIoError::Usage(_)) {
@@ -91,10 +89,9 @@ impl WsgiInput {
                 // The bytes object is not reachable from Python until it is returned, so the
                 // GIL may be released while it is filled.
                 if !self.fill(py)? {
-                    // The connection reports a body cut short as an error; this is the same.
-                    return Err(PyOSError::new_err(
-                        "client disconnected before the request body ended",
-                    ));
+                    // The connection reports a body cut short as an error, so a body with this
+                    // many bytes left does not end here; if it did, this is what it would be.
+                    return Err(PyOSError::new_err(BODY_CUT_SHORT));
                 }
                 let piece = self.take(n - at, false);
                 out[at..at + piece.len()].copy_from_slice(&piece);
@@ -120,6 +117,9 @@ impl WsgiInput {
         }
     }
 }
+
+/// The error a read gets when the client went away before its body ended.
+const BODY_CUT_SHORT: &str = "client disconnected before the request body ended";
 
 /// The largest read made at its final size before its bytes arrive (see `read`): larger ones
 /// grow with what arrives.
