@@ -11,16 +11,24 @@
 //! - field name: `tchar`s directly followed by `:`; value: HTAB, visible ASCII, space and bytes
 //!   of 0x80 and up, with whitespace around it trimmed.
 //!
-//! Bytes are skipped sixteen at a time while none stops a scan, and the one that does is found
-//! eight at a time with word arithmetic ([`find`]; safe code, no intrinsics). Most of a head is
-//! field values, and a typical one is crossed in a few steps. The incremental scanner in
-//! `head.rs` finds line ends with the same search.
+//! Scans read sixteen bytes at a time ([`find`]): on x86-64 with SSE2 compares and a mask of
+//! the lanes that stop (through `safe_arch`'s safe wrappers, so this crate keeps no `unsafe`),
+//! elsewhere with word arithmetic. Most of a head is field values, and a typical one is crossed
+//! in a few steps. The incremental scanner in `head.rs` finds line ends with the same search.
+//!
+//! Each field line's end is found first, scanning from the line's start, so that finding the
+//! next line waits on nothing else; the name is checked and looked up off that path.
 
 use crate::config::Config;
 use crate::error::ProtocolError;
 use crate::head::{Field, Span, Version, is_tchar};
 use crate::names;
 use crate::response::valid_field_value;
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+use safe_arch::{
+    cmp_eq_mask_i8_m128i, cmp_lt_mask_i8_m128i, load_unaligned_m128i, m128i, min_u8_m128i,
+    move_mask_i8_m128i, set_splat_i8_m128i,
+};
 
 /// A head that [`tokenize`] found valid: where its parts are, as offsets into its bytes.
 #[derive(Debug)]
@@ -53,6 +61,9 @@ const fn splat(b: u8) -> u64 {
 pub(crate) trait Stop: Copy {
     fn marks(self, w: u64) -> u64;
     fn is_stop(self, b: u8) -> bool;
+    /// The same rule over sixteen lanes: all ones in each lane that stops.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    fn lanes(self, v: m128i) -> m128i;
 }
 
 /// Bytes below `below` (0x20 for values, 0x21 for the target, whose space ends it), DEL and,
@@ -76,6 +87,18 @@ impl<const NON_ASCII: bool> Stop for Outside<NON_ASCII> {
     fn is_stop(self, b: u8) -> bool {
         (b < self.below) | (b == 0x7f) | (NON_ASCII & (b >= 0x80))
     }
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[inline(always)]
+    fn lanes(self, v: m128i) -> m128i {
+        let del = cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(0x7f));
+        let low = if NON_ASCII {
+            // Signed, bytes of 0x80 and up are negative: below `below` too.
+            cmp_lt_mask_i8_m128i(v, set_splat_i8_m128i(self.below as i8))
+        } else {
+            cmp_eq_mask_i8_m128i(min_u8_m128i(v, set_splat_i8_m128i((self.below - 1) as i8)), v)
+        };
+        low | del
+    }
 }
 
 /// One byte value.
@@ -93,6 +116,11 @@ impl Stop for Is {
     fn is_stop(self, b: u8) -> bool {
         b == self.0
     }
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[inline(always)]
+    fn lanes(self, v: m128i) -> m128i {
+        cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(self.0 as i8))
+    }
 }
 
 /// What ends a field name: `:`, or any byte outside visible ASCII.
@@ -108,6 +136,11 @@ impl Stop for NameEnd {
     fn is_stop(self, b: u8) -> bool {
         Is(b':').is_stop(b) | Outside::<true> { below: 0x21 }.is_stop(b)
     }
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[inline(always)]
+    fn lanes(self, v: m128i) -> m128i {
+        Is(b':').lanes(v) | Outside::<true> { below: 0x21 }.lanes(v)
+    }
 }
 
 /// The eight bytes of `buf` from `at` as a little-endian word, if it has them.
@@ -117,12 +150,31 @@ fn word_at(buf: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes))
 }
 
-/// Finds the first byte at or after `from` that `stop` selects, eight bytes at a time.
+/// Finds the first byte at or after `from` that `stop` selects.
 #[inline(always)]
-pub(crate) fn find(buf: &[u8], mut from: usize, stop: impl Stop) -> Option<usize> {
-    // Sixteen bytes at a time while none stops: a lane-wise test and an OR across the lanes,
-    // which the compiler turns into vector compares and one mask test. Finding which byte
-    // stops is left to the words below, once per search.
+pub(crate) fn find(buf: &[u8], from: usize, stop: impl Stop) -> Option<usize> {
+    // Sixteen bytes at a time: one compare per rule and a mask of the lanes that stop. The
+    // last few bytes, fewer than sixteen, are left to the words.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    let from = {
+        let mut from = from;
+        while let Some(chunk) = buf.get(from..).and_then(|rest| rest.first_chunk::<16>()) {
+            let m = move_mask_i8_m128i(stop.lanes(load_unaligned_m128i(chunk)));
+            if m != 0 {
+                return Some(from + m.trailing_zeros() as usize);
+            }
+            from += 16;
+        }
+        from
+    };
+    find_words(buf, from, stop)
+}
+
+/// [`find`] without vector instructions: sixteen bytes are skipped at a time while none stops
+/// (a lane-wise test and an OR across the lanes, which the compiler turns into vector compares
+/// and one mask test where it can), and the one that does is found eight at a time.
+#[inline(always)]
+fn find_words(buf: &[u8], mut from: usize, stop: impl Stop) -> Option<usize> {
     while let Some(chunk) = buf.get(from..from + 16) {
         if chunk.iter().fold(0u8, |any, &b| any | u8::from(stop.is_stop(b))) != 0 {
             break;
@@ -218,20 +270,22 @@ pub(crate) fn tokenize(buf: &[u8], config: &Config) -> Option<Tokens> {
             return None;
         }
 
-        // The name's end, and its first and last eight bytes for the name lookup: the words
-        // the search reads (all but the last few lines of a buffer have eight bytes to read).
-        let first = word_at(buf, pos);
-        let colon = match first.map(|w| NameEnd.marks(w)) {
-            Some(m) if m != 0 => pos + (m.trailing_zeros() / 8) as usize,
-            // None of the first eight stops: the search goes on after them.
-            Some(_) => find(buf, pos + 8, NameEnd)?,
-            None => find(buf, pos, NameEnd)?,
-        };
+        // The line's end first: the search for the next line then waits on nothing else. A
+        // name's bytes are all allowed in a value, so the value's scan can run from the line's
+        // start; the name is checked apart, off that path.
+        let cr = scan_to(buf, pos, b'\r', 0x20, true, &mut ascii)?;
+        if buf.get(cr + 1) != Some(&b'\n') || cr - line_start > config.max_field_size {
+            return None;
+        }
+
+        // The name's end (at the latest the CR), and the name's id from its first and last
+        // eight bytes (all but the last few lines of a buffer have eight bytes to read there).
+        let colon = find(buf, pos, NameEnd)?;
         if colon == pos || buf[colon] != b':' {
             return None;
         }
         let name = &buf[pos..colon];
-        let id = match (first, colon.checked_sub(8).and_then(|at| word_at(buf, at))) {
+        let id = match (word_at(buf, pos), colon.checked_sub(8).and_then(|at| word_at(buf, at))) {
             (Some(first), Some(last)) => names::lookup_read(name, first, last),
             _ => names::lookup(name),
         };
@@ -242,10 +296,6 @@ pub(crate) fn tokenize(buf: &[u8], config: &Config) -> Option<Tokens> {
         let mut value_start = colon + 1;
         while matches!(buf.get(value_start), Some(b' ' | b'\t')) {
             value_start += 1;
-        }
-        let cr = scan_to(buf, value_start, b'\r', 0x20, true, &mut ascii)?;
-        if buf.get(cr + 1) != Some(&b'\n') || cr - line_start > config.max_field_size {
-            return None;
         }
         let mut value_end = cr;
         while value_end > value_start && matches!(buf[value_end - 1], b' ' | b'\t') {
@@ -475,21 +525,49 @@ mod tests {
         check(Is(b'\n'));
     }
 
+    /// The vector rule, where there is one, is the per-byte rule in every lane.
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[test]
+    fn lane_marks_are_exact() {
+        fn check(stop: impl Stop) {
+            for b in 0..=255u8 {
+                for lane in 0..16 {
+                    let mut bytes = [b'a'; 16];
+                    bytes[lane] = b;
+                    let m = move_mask_i8_m128i(stop.lanes(load_unaligned_m128i(&bytes)));
+                    let expected = if stop.is_stop(b) { 1 << lane } else { 0 };
+                    assert_eq!(m, expected, "byte {b:#x} in lane {lane}");
+                }
+            }
+        }
+        check(Outside::<true> { below: 0x20 });
+        check(Outside::<true> { below: 0x21 });
+        check(Outside::<false> { below: 0x20 });
+        check(Outside::<false> { below: 0x21 });
+        check(NameEnd);
+        check(Is(b'\n'));
+    }
+
+    /// Both searches: the one this target uses and the portable one.
     #[test]
     fn find_agrees_with_a_plain_search() {
         /// `byte`, which `stop` stops at, at every place in a run of `a`s, searched for from
         /// every place before it, and in the run cut there (other alignments).
-        fn check(stop: impl Stop, byte: u8) {
-            let mut hay = vec![b'a'; 70];
-            assert_eq!(find(&hay, 0, stop), None);
-            for i in 0..hay.len() {
-                hay[i] = byte;
-                for from in 0..=i {
-                    assert_eq!(find(&hay, from, stop), Some(i), "stop at {i}, from {from}");
-                    assert_eq!(find(&hay[from..], 0, stop), Some(i - from), "cut at {from}");
+        type Search<S> = fn(&[u8], usize, S) -> Option<usize>;
+        fn check<S: Stop>(stop: S, byte: u8) {
+            let searches: [Search<S>; 2] = [find, find_words];
+            for find in searches {
+                let mut hay = vec![b'a'; 70];
+                assert_eq!(find(&hay, 0, stop), None);
+                for i in 0..hay.len() {
+                    hay[i] = byte;
+                    for from in 0..=i {
+                        assert_eq!(find(&hay, from, stop), Some(i), "stop at {i}, from {from}");
+                        assert_eq!(find(&hay[from..], 0, stop), Some(i - from), "cut at {from}");
+                    }
+                    assert_eq!(find(&hay, i + 1, stop), None);
+                    hay[i] = b'a';
                 }
-                assert_eq!(find(&hay, i + 1, stop), None);
-                hay[i] = b'a';
             }
         }
         check(Outside::<true> { below: 0x20 }, b'\r');
