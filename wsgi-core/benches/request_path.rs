@@ -7,6 +7,12 @@
 //! - `environ_only`: `Environ::new` on an already parsed head.
 //! - `connection_to_environ`: the whole path a driver runs per request: the two above together.
 //!
+//! After criterion, the ratio the target is stated in (`connection_to_environ` over
+//! `httparse_only`) is also measured in paired rounds: each round times a batch of each, one
+//! right after the other, and the median of the per-round ratios is printed. httparse's own
+//! time moves from one process to the next by several percent (code and stack placement), and
+//! pairing keeps each ratio to one process and one moment.
+//!
 //! Run with `cargo bench -p wsgi-core --bench request_path`; the figures go in BENCHMARKS.md.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -57,14 +63,7 @@ fn request_path(c: &mut Criterion) {
     )
     .unwrap();
 
-    group.bench_function("httparse_only", |b| {
-        b.iter(|| {
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut req = httparse::Request::new(&mut headers);
-            let status = req.parse(black_box(REQUEST)).unwrap();
-            black_box((status, req.method, req.path, req.headers.len()));
-        });
-    });
+    group.bench_function("httparse_only", |b| b.iter(httparse_once));
 
     group.bench_function("connection_only", |b| {
         let mut conn = Connection::new(Config::default(), now);
@@ -106,6 +105,60 @@ fn request_path(c: &mut Criterion) {
     });
 
     group.finish();
+
+    let args: Vec<String> = std::env::args().collect();
+    let test_mode = args.iter().any(|a| a == "--test" || a == "--list");
+    let filtered = args.iter().skip(1).any(|a| !a.starts_with('-'));
+    if !filtered && !args.iter().any(|a| a == "--profile-time") {
+        paired_rounds(if test_mode { (1_000, 1) } else { (200_000, 21) }, &server, &response);
+    }
+}
+
+fn httparse_once() {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = req.parse(black_box(REQUEST)).unwrap();
+    black_box((status, req.method, req.path, req.headers.len()));
+}
+
+/// `rounds` rounds of `n` httparse parses then `n` whole-path cycles; prints the medians.
+fn paired_rounds((n, rounds): (u32, usize), server: &ServerInfo, response: &ResponseHead) {
+    let now = Instant::now();
+    let mut conn = Connection::new(Config::default(), now);
+    let mut out = Vec::with_capacity(256);
+    let per = |start: Instant| start.elapsed().as_nanos() as f64 / f64::from(n);
+    let (mut parse, mut path, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..n {
+            httparse_once();
+        }
+        let h = per(start);
+        let start = Instant::now();
+        for _ in 0..n {
+            cycle(&mut conn, response, &mut out, now, |head| {
+                black_box(Environ::new(head, server));
+            });
+        }
+        let p = per(start);
+        parse.push(h);
+        path.push(p);
+        ratio.push(p / h);
+    }
+    for v in [&mut parse, &mut path, &mut ratio] {
+        v.sort_by(f64::total_cmp);
+    }
+    let mid = rounds / 2;
+    println!();
+    println!("paired rounds ({rounds} x {n} of each, medians):");
+    println!("  httparse_only          {:7.1} ns", parse[mid]);
+    println!("  connection_to_environ  {:7.1} ns", path[mid]);
+    println!(
+        "  ratio                  {:7.3}   (rounds: {:.3} to {:.3})",
+        ratio[mid],
+        ratio[0],
+        ratio[rounds - 1]
+    );
 }
 
 criterion_group!(benches, request_path);
