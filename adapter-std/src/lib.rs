@@ -399,7 +399,7 @@ impl Poller {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     let config = &self.shared.config;
-                    if listener.configure(&stream, config.io_timeout).is_err() {
+                    if stream.configure(config.io_timeout).is_err() {
                         continue;
                     }
                     let info = template.connection(&stream, peer);

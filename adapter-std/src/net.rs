@@ -107,24 +107,11 @@ impl Listener {
     }
 
     /// Accepts one connection: the stream and its peer's address (TCP only). The caller then
-    /// [`configure`](Self::configure)s it.
+    /// [`configure`](Stream::configure)s it.
     pub(crate) fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
         match self {
             Listener::Tcp(l) => l.accept().map(|(s, peer)| (Stream::Tcp(s), Some(peer))),
             Listener::Unix(l, _) => Ok((Stream::Unix(l.accept()?.0), None)),
-        }
-    }
-
-    /// Sets up a stream this listener accepted as [`prepare`](Self::prepare) says: blocking
-    /// reads and writes bounded by `io_timeout`, no Nagle delay; only what it did not inherit.
-    pub(crate) fn configure(&self, stream: &Stream, io_timeout: Duration) -> io::Result<()> {
-        match stream {
-            Stream::Tcp(_) if TCP_OPTIONS_INHERITED => Ok(()),
-            Stream::Tcp(s) => {
-                s.set_nodelay(true)?;
-                stream.set_timeouts(io_timeout)
-            }
-            Stream::Unix(_) => stream.set_timeouts(io_timeout),
         }
     }
 }
@@ -179,6 +166,20 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(on),
             Stream::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+
+    /// Sets up an accepted stream as its listener's [`prepare`](Listener::prepare) says:
+    /// blocking reads and writes bounded by `io_timeout`, no Nagle delay; only what it did not
+    /// inherit from the listener.
+    pub(crate) fn configure(&self, io_timeout: Duration) -> io::Result<()> {
+        match self {
+            Stream::Tcp(_) if TCP_OPTIONS_INHERITED => Ok(()),
+            Stream::Tcp(s) => {
+                s.set_nodelay(true)?;
+                self.set_timeouts(io_timeout)
+            }
+            Stream::Unix(_) => self.set_timeouts(io_timeout),
         }
     }
 
@@ -274,7 +275,7 @@ mod tests {
                 accepted => break accepted.unwrap(),
             }
         };
-        listener.configure(&stream, timeout).unwrap();
+        stream.configure(timeout).unwrap();
         let (read, write) = match &stream {
             Stream::Tcp(s) => (s.read_timeout().unwrap(), s.write_timeout().unwrap()),
             Stream::Unix(s) => (s.read_timeout().unwrap(), s.write_timeout().unwrap()),

@@ -188,9 +188,6 @@ fn shutdown_lets_the_request_in_flight_finish() {
     assert!(TcpStream::connect(addr).is_err(), "still accepting after shutdown");
 }
 
-/// Large chunks (written from the application's buffer rather than copied) arrive whole and in
-/// order; bytes past the Content-Length, from a chunk or a file, are held back and reported to
-/// the application as `BodyTooLong`, and the connection stays in step.
 /// Large chunks (sent from the app's buffer) arrive whole, and bytes past the Content-Length,
 /// from `send_body` or `send_file`, are cut with `BodyTooLong` (testkit's shared exchange).
 #[test]

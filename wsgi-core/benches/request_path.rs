@@ -11,7 +11,9 @@
 //! `httparse_only`) is also measured in paired rounds: each round times a batch of each, one
 //! right after the other, and the median of the per-round ratios is printed. httparse's own
 //! time moves from one process to the next by several percent (code and stack placement), and
-//! pairing keeps each ratio to one process and one moment.
+//! pairing keeps each ratio to one process and one moment. The rounds run only without
+//! arguments past criterion's flags (a filter, or an option's value such as `--warm-up-time 2`,
+//! skips them) and without `--profile-time`.
 //!
 //! Run with `cargo bench -p wsgi-core --bench request_path`; the figures go in BENCHMARKS.md.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -108,6 +110,7 @@ fn request_path(c: &mut Criterion) {
 
     let args: Vec<String> = std::env::args().collect();
     let test_mode = args.iter().any(|a| a == "--test" || a == "--list");
+    // A filter or an option's value: not a whole run.
     let filtered = args.iter().skip(1).any(|a| !a.starts_with('-'));
     if !filtered && !args.iter().any(|a| a == "--profile-time") {
         paired_rounds(if test_mode { (1_000, 1) } else { (200_000, 21) }, &server, &response);

@@ -74,10 +74,32 @@ pub struct ServerInfo {
 #[derive(Clone, Debug, Default)]
 struct Rendered {
     text: String,
-    /// Where each of the four ends in `text`.
-    ends: [u32; 4],
-    /// The peer has a port (none over a Unix socket).
-    remote_port: bool,
+    /// Where each [`Part`] starts in `text` (the part's index), and where it ends (the next).
+    bounds: [u32; 5],
+}
+
+/// One of [`Rendered`]'s strings, by its place in the text.
+#[derive(Clone, Copy)]
+enum Part {
+    RemoteAddr,
+    /// Empty over a Unix socket, whose peer has no port.
+    RemotePort,
+    LocalName,
+    LocalPort,
+}
+
+impl Rendered {
+    /// Appends `part`'s text with `push`, after the parts before it.
+    fn push(&mut self, part: Part, push: impl FnOnce(&mut String)) {
+        push(&mut self.text);
+        self.bounds[part as usize + 1] = self.text.len() as u32;
+    }
+
+    /// Where `part` is in an environ's text, which starts with a copy of `text`.
+    fn part(&self, part: Part) -> Text {
+        let i = part as usize;
+        Text::Extra(self.bounds[i], self.bounds[i + 1])
+    }
 }
 
 impl Default for ServerInfo {
@@ -104,30 +126,27 @@ impl ServerInfo {
     /// Renders the per-connection strings.
     fn rendered(mut self) -> ServerInfo {
         let mut r = Rendered::default();
-        if let Some(peer) = self.peer {
-            push_ip(&mut r.text, peer.ip());
-            r.ends[0] = r.text.len() as u32;
-            r.text.push_str(itoa::Buffer::new().format(peer.port()));
-            r.remote_port = true;
-        }
-        r.ends[1] = r.text.len() as u32;
-        match self.local {
-            Some(local) => {
-                // RFC 3875 §4.1.14: an IPv6 SERVER_NAME is written in brackets, as in a Host.
-                match local {
-                    SocketAddr::V4(a) => push_ip(&mut r.text, (*a.ip()).into()),
-                    SocketAddr::V6(a) => push_display(&mut r.text, format_args!("[{}]", a.ip())),
-                }
-                r.ends[2] = r.text.len() as u32;
-                r.text.push_str(itoa::Buffer::new().format(local.port()));
+        let peer = self.peer;
+        r.push(Part::RemoteAddr, |t| {
+            if let Some(p) = peer {
+                push_ip(t, p.ip());
             }
-            None => {
-                r.text.push_str("localhost");
-                r.ends[2] = r.text.len() as u32;
-                r.text.push_str(self.scheme.default_port());
+        });
+        r.push(Part::RemotePort, |t| {
+            if let Some(p) = peer {
+                t.push_str(itoa::Buffer::new().format(p.port()));
             }
-        }
-        r.ends[3] = r.text.len() as u32;
+        });
+        // RFC 3875 §4.1.14: an IPv6 SERVER_NAME is written in brackets, as in a Host.
+        r.push(Part::LocalName, |t| match self.local {
+            Some(SocketAddr::V4(a)) => push_ip(t, (*a.ip()).into()),
+            Some(SocketAddr::V6(a)) => push_display(t, format_args!("[{}]", a.ip())),
+            None => t.push_str("localhost"),
+        });
+        r.push(Part::LocalPort, |t| match self.local {
+            Some(local) => t.push_str(itoa::Buffer::new().format(local.port())),
+            None => t.push_str(self.scheme.default_port()),
+        });
         self.rendered = r;
         self.peer_trusted =
             self.proxies.as_ref().is_some_and(|p| p.trusts(self.peer.map(|a| a.ip())));
@@ -438,7 +457,7 @@ impl Environ {
     /// Builds the environ of `head` as received through the connection `server` describes.
     ///
     /// It takes over the head's bytes rather than copying them (a driver has no use for the
-    /// head once its environ is built; clone it to keep it), and shares the per-connection
+    /// head once its environ is built; clone it to keep it), and copies the per-connection
     /// strings `server` rendered once.
     pub fn new(mut head: RequestHead, server: &ServerInfo) -> Environ {
         let trusted = server.proxies.as_ref().filter(|_| server.peer_trusted);
@@ -461,11 +480,10 @@ impl Environ {
         b.push(Key::Cgi(CgiKey::RawUri), target);
         b.push(Key::Cgi(CgiKey::RequestUri), target);
         b.push(Key::Cgi(CgiKey::ServerProtocol), Text::Static(Fixed::Version(head.version)));
-        let [addr_end, port_end, name_end, local_end] = rendered.ends;
-        b.server_name_port(head, server.scheme, (port_end, name_end, local_end));
-        b.push(Key::Cgi(CgiKey::RemoteAddr), Text::Extra(0, addr_end));
-        if rendered.remote_port {
-            b.push(Key::Cgi(CgiKey::RemotePort), Text::Extra(addr_end, port_end));
+        b.server_name_port(head, server.scheme, rendered);
+        b.push(Key::Cgi(CgiKey::RemoteAddr), rendered.part(Part::RemoteAddr));
+        if server.peer.is_some() {
+            b.push(Key::Cgi(CgiKey::RemotePort), rendered.part(Part::RemotePort));
         }
         if let Some(n) = head.content_length() {
             b.content_length(head, n);
@@ -577,6 +595,12 @@ impl Environ {
             _ => self.entries.len(),
         };
         self.entries.insert(at, Entry { key, value });
+    }
+
+    /// Returns `CONTENT_LENGTH` as a number, if the request has one: what [`get`](Self::get)
+    /// would give, without looking the key up by name.
+    pub fn content_length(&self) -> Option<u64> {
+        self.value_of(Key::Cgi(CgiKey::ContentLength))?.parse().ok()
     }
 
     /// Returns the value of `key`, if present.
@@ -740,9 +764,8 @@ impl Builder<'_> {
     }
 
     /// `SERVER_NAME` and `SERVER_PORT`: from the request's authority, else the listening
-    /// address's, which `local` says where to find in the text (where its name starts, where it
-    /// ends, and where the port ends).
-    fn server_name_port(&mut self, head: &RequestHead, scheme: Scheme, local: (u32, u32, u32)) {
+    /// address's (in the text, copied from `rendered`).
+    fn server_name_port(&mut self, head: &RequestHead, scheme: Scheme, rendered: &Rendered) {
         match head.authority_parts() {
             // A valid authority is ASCII (see `head::parse_authority`).
             Some((name, port)) => {
@@ -751,9 +774,8 @@ impl Builder<'_> {
                 self.push(Key::Cgi(CgiKey::ServerPort), port);
             }
             None => {
-                let (start, name_end, end) = local;
-                self.push(Key::Cgi(CgiKey::ServerName), Text::Extra(start, name_end));
-                self.push(Key::Cgi(CgiKey::ServerPort), Text::Extra(name_end, end));
+                self.push(Key::Cgi(CgiKey::ServerName), rendered.part(Part::LocalName));
+                self.push(Key::Cgi(CgiKey::ServerPort), rendered.part(Part::LocalPort));
             }
         }
     }

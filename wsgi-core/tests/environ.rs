@@ -391,6 +391,7 @@ fn content_type_and_length_only_when_sent() {
         let r = String::from_utf8_lossy(request);
         assert_eq!(env.get("CONTENT_TYPE"), ctype, "{r:?}");
         assert_eq!(env.get("CONTENT_LENGTH"), clen, "{r:?}");
+        assert_eq!(env.content_length(), clen.map(|n| n.parse().unwrap()), "{r:?}");
         // PEP 3333 / RFC 3875 §4.1.18: never duplicated as HTTP_ variables.
         assert_eq!(env.get("HTTP_CONTENT_TYPE"), None, "{r:?}");
         assert_eq!(env.get("HTTP_CONTENT_LENGTH"), None, "{r:?}");

@@ -95,7 +95,7 @@ impl State {
     }
 
     fn new(environ: Environ) -> State {
-        let input_left = environ.get("CONTENT_LENGTH").and_then(|n| n.parse().ok());
+        let input_left = environ.content_length();
         State {
             start: StartResponse::new(),
             outcome: Outcome::Open,

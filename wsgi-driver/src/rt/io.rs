@@ -14,7 +14,7 @@ use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead
 
 use super::conn::{recv, send, would_block};
 use super::{Shared, Socket};
-use crate::{BodyStep, Exchange, http_date, read_available, read_rest, with_read_buf};
+use crate::{BodyStep, Exchange, READ_CHUNK, http_date, read_available, read_rest, with_read_buf};
 
 /// Writes queued for the task while the app thread owns the connection; at most this many (each
 /// one response piece) wait at once before the application blocks (backpressure).
@@ -335,8 +335,12 @@ impl<S: Socket> ChannelIo<S> {
         match answer {
             Down::Data(bytes) => {
                 conn.handle_input(&bytes, Instant::now());
-                let socket = &*self.line.socket;
-                with_read_buf(|buf| read_rest(socket, conn, bytes.len(), buf));
+                // A full piece: the socket may hold more (see `read_rest`). Checked here, so
+                // that a short piece does not take up this thread's read buffer.
+                if bytes.len() >= READ_CHUNK {
+                    let socket = &*self.line.socket;
+                    with_read_buf(|buf| read_available(socket, conn, buf));
+                }
             }
             Down::Eof => conn.handle_eof(Instant::now()),
             Down::Writable | Down::Failed => return Err(self.lost()),
