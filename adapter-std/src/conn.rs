@@ -22,6 +22,19 @@ pub(crate) struct Conn {
     /// Requests this connection has carried. At shutdown an idle connection that carried none
     /// may have its first request on the way and is given a moment; the others close at once.
     pub(crate) requests: u64,
+    /// The end of its last response, held back to be written with others' (see
+    /// [`Shared::hold`]); written before anything else is done with the connection.
+    pub(crate) unsent: Vec<u8>,
+}
+
+/// What [`Conn::send_unsent`] did.
+pub(crate) enum Sent {
+    /// Every held byte is out.
+    All,
+    /// The socket's buffer filled first: the rest must be written by a thread that may wait.
+    Partly,
+    /// The write failed: the client is gone.
+    Failed,
 }
 
 /// What an app thread found on a connection the poller said was readable.
@@ -35,8 +48,44 @@ pub(crate) enum Step {
 }
 
 impl Conn {
-    /// Reads what the socket has without blocking and returns the next request, if any.
+    /// A connection just accepted.
+    pub(crate) fn new(stream: Stream, conn: Connection, info: ServerInfo) -> Conn {
+        Conn { stream, conn, info, requests: 0, unsent: Vec::new() }
+    }
+
+    /// Writes the held end of the last response without waiting.
+    pub(crate) fn send_unsent(&mut self) -> Sent {
+        let mut at = 0;
+        let sent = loop {
+            match self.unsent.get(at..).filter(|rest| !rest.is_empty()) {
+                None => break Sent::All,
+                Some(rest) => match self.stream.send_nonblocking(rest) {
+                    Ok(0) => break Sent::Failed,
+                    Ok(n) => at += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Sent::Partly,
+                    Err(_) => break Sent::Failed,
+                },
+            }
+        };
+        match sent {
+            // Not kept: an idle connection holds no buffer.
+            Sent::All => self.unsent = Vec::new(),
+            Sent::Partly => drop(self.unsent.drain(..at)),
+            Sent::Failed => {}
+        }
+        sent
+    }
+
+    /// Reads what the socket has without blocking and returns the next request, if any. Held
+    /// bytes of the last response are written first (this may wait, as any response write).
     pub(crate) fn advance(mut self, shared: &Arc<Shared>) -> Step {
+        if !self.unsent.is_empty() {
+            let unsent = std::mem::take(&mut self.unsent);
+            if self.stream.write_all(&unsent).is_err() {
+                self.stream.shutdown();
+                return Step::Closed;
+            }
+        }
         // MSG_DONTWAIT: these reads alone do not block; the socket stays blocking for the body
         // reads and writes of the request (no mode switches per request). A socket error reads
         // as the end of the stream: what arrived before it is still answered.
@@ -152,6 +201,10 @@ impl AppIo for StdIo {
         let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
         if chunk.len() < IN_PLACE {
             let sent = self.ex.body(&mut c.conn, chunk);
+            if c.conn.response_complete() && self.shared.may_hold() {
+                // Nothing can follow but the end, which may hold the whole response back.
+                return Ok(sent?);
+            }
             let flushed = self.flush();
             sent?;
             return flushed;
@@ -190,6 +243,9 @@ impl AppIo for StdIo {
     fn send_end(&mut self) -> Result<(), AppIoError> {
         let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
         let ended = self.ex.end(&mut c.conn);
+        if ended.is_ok() && !c.conn.is_closed() && self.shared.may_hold() {
+            return Ok(()); // the drop that follows holds it, or writes it
+        }
         let flushed = self.flush();
         ended?;
         flushed
@@ -204,10 +260,23 @@ impl AppIo for StdIo {
 
 impl Drop for StdIo {
     fn drop(&mut self) {
-        let _ = self.flush();
+        if let Some(c) = self.conn.as_mut() {
+            self.ex.finish(&mut c.conn);
+        }
+        // A kept-alive connection's last bytes may be held back while requests wait.
+        let hold = !self.ex.out.is_empty()
+            && self.conn.as_ref().is_some_and(|c| !c.conn.is_closed())
+            && self.shared.may_hold();
+        if !hold {
+            let _ = self.flush();
+        }
         let Some(mut c) = self.conn.take() else { return };
         self.ex.log(self.shared.config.access_log.as_ref(), c.info.peer());
-        self.ex.finish(&mut c.conn);
+        if hold {
+            c.unsent = std::mem::take(&mut self.ex.out);
+            self.shared.hold(c);
+            return;
+        }
         if c.conn.is_closed() {
             c.stream.shutdown();
             self.shared.done();

@@ -204,6 +204,18 @@ impl Stream {
         }
     }
 
+    /// Writes what it can of `bytes` without waiting: `Ok(n)` with `n` possibly short, an
+    /// error of kind `WouldBlock` if the socket's buffer is full.
+    pub(crate) fn send_nonblocking(&self, bytes: &[u8]) -> io::Result<usize> {
+        use rustix::net::SendFlags;
+        loop {
+            match rustix::net::send(self, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+                Err(rustix::io::Errno::INTR) => {}
+                sent => return sent.map_err(io::Error::from),
+            }
+        }
+    }
+
     pub(crate) fn shutdown(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),

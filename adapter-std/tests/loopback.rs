@@ -197,3 +197,93 @@ fn large_bodies_and_bodies_past_their_length() {
     server.handle().shutdown();
     server.join(Duration::from_secs(5));
 }
+
+/// An application that runs one thread at a time, as Python does: each request holds a global
+/// lock while it spins for `spin` (long enough that one app thread serves alone, where
+/// finished responses are held back while other requests wait), then echoes.
+struct Serialized {
+    lock: std::sync::Mutex<()>,
+    spin: Duration,
+}
+
+impl Application for Serialized {
+    fn serve(&self, next_job: &mut wsgi_core::JobSource<'_>) {
+        while let Some(job) = next_job() {
+            if job.environ.get("PATH_INFO") != Some("/slow") {
+                let _lock = self.lock.lock().unwrap();
+                let start = Instant::now();
+                while start.elapsed() < self.spin {
+                    std::hint::spin_loop();
+                }
+            }
+            echo(job);
+        }
+    }
+
+    fn serializes_threads(&self) -> bool {
+        true
+    }
+}
+
+fn serialized(spin: Duration) -> Serialized {
+    Serialized { lock: std::sync::Mutex::new(()), spin }
+}
+
+/// Sixteen clients keep requests waiting for one app thread, so responses are held and
+/// written in batches (by the poller, or by the app thread once nothing waits): every client
+/// gets every response, whole and in order, on its own connection.
+#[test]
+fn held_responses_all_arrive_whole_and_in_order() {
+    let (server, addr) = serve(serialized(Duration::from_micros(100)), 4);
+    std::thread::scope(|scope| {
+        for client in 0..16 {
+            scope.spawn(move || {
+                let mut s = connect(addr);
+                for i in 0..40 {
+                    let path = format!("/c{client}/r{i}");
+                    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                        .unwrap();
+                    let (head, body) = read_responses(&mut s, 1).remove(0);
+                    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+                    assert_eq!(body, format!("GET {path}\n").into_bytes());
+                }
+                // Pipelined: the held end of one response goes before the next one.
+                let paths: Vec<String> = (0..5).map(|i| format!("/c{client}/p{i}")).collect();
+                let requests: String =
+                    paths.iter().map(|p| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n")).collect();
+                s.write_all(requests.as_bytes()).unwrap();
+                let got = read_responses(&mut s, 5);
+                for (path, (_, body)) in paths.iter().zip(got) {
+                    assert_eq!(body, format!("GET {path}\n").into_bytes());
+                }
+            });
+        }
+    });
+    server.handle().shutdown();
+    server.join(Duration::from_secs(5));
+}
+
+/// A response held while other requests waited does not wait for a long request that the
+/// app thread took next: it arrives while that request still runs.
+#[test]
+fn a_held_response_does_not_wait_for_the_next_long_request() {
+    let (server, addr) = serve(serialized(Duration::from_micros(200)), 4);
+    let mut fast: Vec<TcpStream> = (0..12).map(|_| connect(addr)).collect();
+    let mut slow = connect(addr);
+    let sent = Instant::now();
+    for s in &mut fast {
+        s.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    }
+    slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    for s in &mut fast {
+        assert_eq!(read_responses(s, 1)[0].1, b"GET /fast\n");
+    }
+    let fast_done = sent.elapsed();
+    assert_eq!(read_responses(&mut slow, 1)[0].1, b"GET /slow\n");
+    let slow_done = sent.elapsed();
+    // The slow request sleeps 500 ms; the fast ones took some 200 µs each.
+    assert!(slow_done >= Duration::from_millis(500), "{slow_done:?}");
+    assert!(fast_done < Duration::from_millis(250), "fast {fast_done:?}, slow {slow_done:?}");
+    server.handle().shutdown();
+    server.join(Duration::from_secs(5));
+}

@@ -896,3 +896,84 @@ fn external_body_framing() {
     assert_eq!((after.send, after.error), (0, Some(UsageError::BodyTooLong { declared: 10 })));
     assert_eq!(encoder.finish(&mut out), Ok(()));
 }
+
+/// `response_complete` says when the body can take no more bytes, so that a driver may keep what
+/// it has until the end: after the head, after each chunk, and never before the head or after
+/// the end. A complete body's end writes nothing.
+#[test]
+fn response_complete_follows_the_framing() {
+    const HEAD11: &[u8] = b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n";
+    // rule, request, status, headers, complete after the head, chunks with complete after each
+    type Row<'a> = (&'a str, &'a [u8], &'a str, Headers<'a>, bool, &'a [(&'a [u8], bool)]);
+    let rows: &[Row<'_>] = &[
+        (
+            "Content-Length: complete once reached",
+            GET11,
+            "200 OK",
+            &[("Content-Length", "5")],
+            false,
+            &[(b"hel", false), (b"lo", true)],
+        ),
+        (
+            "Content-Length 0: complete at once",
+            GET11,
+            "200 OK",
+            &[("Content-Length", "0")],
+            true,
+            &[],
+        ),
+        (
+            "past the Content-Length: complete",
+            GET11,
+            "200 OK",
+            &[("Content-Length", "2")],
+            false,
+            &[(b"hello", true)],
+        ),
+        (
+            "chunked: the end writes the last chunk",
+            GET11,
+            "200 OK",
+            &[],
+            false,
+            &[(b"hello", false)],
+        ),
+        (
+            "close-delimited (HTTP/1.0): only the close ends it",
+            GET10,
+            "200 OK",
+            &[],
+            false,
+            &[(b"hello", false)],
+        ),
+        (
+            "HEAD: no body bytes go",
+            HEAD11,
+            "200 OK",
+            &[("Content-Length", "5")],
+            true,
+            &[(b"hello", true)],
+        ),
+        ("204: no body", GET11, "204 No Content", &[], true, &[]),
+        ("304: no body", GET11, "304 Not Modified", &[], true, &[]),
+    ];
+    for &(rule, request, status, headers, at_head, chunks) in rows {
+        let now = Instant::now();
+        let mut conn = ready(request, Config::default(), now);
+        let mut out = Vec::new();
+        assert!(!conn.response_complete(), "{rule}: before the head");
+        conn.send_head(&head(status, headers), &mut out).unwrap();
+        assert_eq!(conn.response_complete(), at_head, "{rule}: after the head");
+        for &(chunk, complete) in chunks {
+            let _ = conn.send_body(chunk, &mut out);
+            assert_eq!(conn.response_complete(), complete, "{rule}: after {:?}", show(chunk));
+        }
+        let complete = conn.response_complete();
+        let before_end = out.len();
+        conn.send_end(now, &mut out).unwrap();
+        if complete {
+            assert_eq!(out.len(), before_end, "{rule}: a complete body's end wrote bytes");
+        }
+        assert!(!conn.response_complete(), "{rule}: after the end");
+    }
+}

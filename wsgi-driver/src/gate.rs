@@ -27,6 +27,7 @@
 //!
 //! [`Application::serializes_threads`]: wsgi_core::Application::serializes_threads
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,8 @@ pub struct Gate {
     /// `false`: every thread takes requests whenever it is free (the gate does nothing).
     serialized: bool,
     state: Mutex<State>,
+    /// `state.short`, readable without the lock (for [`solo`](Gate::solo)).
+    short: AtomicBool,
     /// The watcher waits here.
     watch: Condvar,
     /// The other waiting threads wait here.
@@ -120,6 +123,7 @@ impl Gate {
             threads: threads.max(1),
             serialized: serialized && threads > 1,
             state: Mutex::new(State::default()),
+            short: AtomicBool::new(false),
             watch: Condvar::new(),
             wait: Condvar::new(),
         }
@@ -128,6 +132,17 @@ impl Gate {
     /// The least number of holders now: two while requests are short (see the module docs).
     fn least_holders(&self, st: &State) -> usize {
         if st.short { 2.min(self.threads) } else { 1 }
+    }
+
+    /// Whether one holder takes the requests, which are not short: the application serializes
+    /// its threads and its recent requests averaged [`SHORT`] or more. The holder's own socket
+    /// writes then delay the next request: every write that wakes a sleeping client costs the
+    /// writer a wake-up (some 15 µs on a small VM), during which the application waits. A driver
+    /// can hold a finished response while more requests are waiting, to write several at once,
+    /// as adapter-std does.
+    #[must_use]
+    pub fn solo(&self) -> bool {
+        self.serialized && !self.short.load(Ordering::Relaxed)
     }
 
     /// A place for one app thread.
@@ -256,6 +271,7 @@ impl Seat<'_> {
         let prompt = took < STALL;
         let gate = self.gate;
         st.record(took);
+        gate.short.store(st.short, Ordering::Relaxed);
         let least = gate.least_holders(st);
         if self.holder && st.holders > least && prompt && st.others_serve(self.index, now) {
             st.holders -= 1;
@@ -392,8 +408,9 @@ mod tests {
 
     /// Two threads; the first serves requests that each take `took` and then waits for more.
     /// Whether the second becomes a holder with no request running: the pair forms after short
-    /// requests, never after longer ones (there the second waits until a request stalls).
-    fn second_holder_after(took: Duration) -> usize {
+    /// requests, never after longer ones (there the second waits until a request stalls). Also
+    /// returns what [`Gate::solo`] said then.
+    fn second_holder_after(took: Duration) -> (usize, bool) {
         let _timed = timed();
         let gate = Arc::new(Gate::new(2, true));
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -426,18 +443,27 @@ mod tests {
             while gate.lock().holders < 2 && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(1));
             }
-            let holders = gate.lock().holders;
+            let (holders, solo) = (gate.lock().holders, gate.solo());
             drop(tx); // both leave
             assert_eq!(first.join().unwrap() + second.join().unwrap(), JOBS);
-            holders
+            (holders, solo)
         })
     }
 
     #[test]
     fn short_requests_bring_in_a_second_holder_and_longer_prompt_ones_do_not() {
-        assert_eq!(second_holder_after(Duration::ZERO), 2);
+        assert_eq!(second_holder_after(Duration::ZERO), (2, false));
         // Prompt (under STALL) but not short: one holder serves them all.
-        assert_eq!(second_holder_after(4 * SHORT), 1);
+        assert_eq!(second_holder_after(4 * SHORT), (1, true));
+    }
+
+    #[test]
+    fn only_a_serializing_gate_with_threads_to_spare_is_ever_solo() {
+        // Before any request: requests are not yet short.
+        assert!(Gate::new(4, true).solo());
+        // Every thread takes requests, or there is only one: nothing to hold a response for.
+        assert!(!Gate::new(4, false).solo());
+        assert!(!Gate::new(1, true).solo());
     }
 
     #[test]
