@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo};
+use wsgi_core::{
+    AppIo, AppIoError, Connection, Environ, Event, Job, LastSent, ResponseHead, ServerInfo,
+    UsageError,
+};
 
 use wsgi_driver::{BodyStep, Exchange, read_available, read_rest, with_read_buf};
 
@@ -108,7 +111,8 @@ impl Conn {
                     self.requests += 1;
                     let environ = Environ::new(head, &self.info);
                     let ex = Exchange::new(&environ, shared.config.access_log.as_ref());
-                    let io = StdIo { conn: Some(self), shared: shared.clone(), ex };
+                    let io =
+                        StdIo { conn: Some(self), shared: shared.clone(), ex, end_follows: false };
                     return Step::Job(Job { environ, io: Box::new(io) });
                 }
                 // Body events before a request cannot happen: a drained body is not reported.
@@ -130,14 +134,55 @@ impl Conn {
 
 /// The connection, lent to an application for one request.
 struct StdIo {
+    /// `None` once handed back (see [`release`](Self::release)).
     conn: Option<Conn>,
     shared: Arc<Shared>,
     ex: Exchange,
+    /// Inside [`AppIo::send_last`]: its body piece can wait for the end, written with it.
+    end_follows: bool,
+}
+
+/// What a call made after the response ended and the connection was handed back finds.
+fn handed_back() -> AppIoError {
+    AppIoError::Usage(UsageError::ResponseEnded)
 }
 
 impl StdIo {
     fn conn(&mut self) -> Result<&mut Conn, AppIoError> {
-        self.conn.as_mut().ok_or(AppIoError::Disconnected)
+        self.conn.as_mut().ok_or_else(handed_back)
+    }
+
+    /// Whether what is left of the response may be held rather than written now (see
+    /// [`Shared::hold`]): there is some, the connection stays open, and requests wait.
+    fn may_hold(&self) -> bool {
+        !self.ex.out.is_empty()
+            && self.conn.as_ref().is_some_and(|c| !c.conn.is_closed())
+            && self.shared.may_hold()
+    }
+
+    /// Hands the connection back once the application is done with it: when the exchange is
+    /// dropped, or at once when its response ends and may be held (so that the application's
+    /// code after the end, such as `close()`, does not delay it). What is left of the
+    /// response is written now or held.
+    fn release(&mut self) {
+        let Some(c) = self.conn.as_mut() else { return };
+        self.ex.finish(&mut c.conn);
+        let hold = self.may_hold();
+        if !hold {
+            let _ = self.flush();
+        }
+        let Some(mut c) = self.conn.take() else { return };
+        self.ex.log(self.shared.config.access_log.as_ref(), c.info.peer());
+        if hold {
+            c.unsent = std::mem::take(&mut self.ex.out);
+            self.shared.hold(c);
+        } else if c.conn.is_closed() {
+            c.stream.shutdown();
+            self.shared.done();
+        } else {
+            // A pipelined request may already be buffered: let an app thread look right away.
+            self.shared.ready(c);
+        }
     }
 
     /// Writes what the connection produced; a failed write loses the client.
@@ -151,7 +196,7 @@ impl StdIo {
         if self.ex.out.is_empty() && tail.is_empty() {
             return Ok(());
         }
-        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         let written = write_all_vectored(&mut c.stream, &self.ex.out, tail);
         self.ex.out.clear();
         written.map_err(|_| {
@@ -163,11 +208,11 @@ impl StdIo {
 
 impl AppIo for StdIo {
     fn read_body(&mut self) -> Result<Option<Bytes>, AppIoError> {
-        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         self.ex.before_body(&mut c.conn)?;
         self.flush()?;
         loop {
-            let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+            let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
             match self.ex.next_body(&mut c.conn) {
                 Ok(BodyStep::Ready(piece)) => return Ok(piece),
                 Err(e) => {
@@ -193,17 +238,16 @@ impl AppIo for StdIo {
 
     fn send_head(&mut self, head: &ResponseHead) -> Result<(), AppIoError> {
         let shutting_down = self.shared.is_shutting_down();
-        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         Ok(self.ex.head(&mut c.conn, head, shutting_down)?)
     }
 
     fn send_body(&mut self, chunk: &[u8]) -> Result<(), AppIoError> {
-        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         if chunk.len() < IN_PLACE {
             let sent = self.ex.body(&mut c.conn, chunk);
-            if c.conn.response_complete() && self.shared.may_hold() {
-                // Nothing can follow but the end, which may hold the whole response back.
-                return Ok(sent?);
+            if self.end_follows {
+                return Ok(sent?); // written with the end
             }
             let flushed = self.flush();
             sent?;
@@ -222,7 +266,7 @@ impl AppIo for StdIo {
         offset: u64,
         len: u64,
     ) -> Result<bool, AppIoError> {
-        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         let external = self.ex.external(&mut c.conn, len)?;
         // The head and any chunk prefix go first.
         self.flush()?;
@@ -241,14 +285,22 @@ impl AppIo for StdIo {
     }
 
     fn send_end(&mut self) -> Result<(), AppIoError> {
-        let Some(c) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
+        let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         let ended = self.ex.end(&mut c.conn);
-        if ended.is_ok() && !c.conn.is_closed() && self.shared.may_hold() {
-            return Ok(()); // the drop that follows holds it, or writes it
+        if ended.is_ok() && self.may_hold() {
+            self.release();
+            return Ok(());
         }
         let flushed = self.flush();
         ended?;
         flushed
+    }
+
+    fn send_last(&mut self, chunk: &[u8]) -> Result<LastSent, AppIoError> {
+        self.end_follows = true;
+        let body = self.send_body(chunk);
+        self.end_follows = false;
+        LastSent::after_body(body, || self.send_end())
     }
 
     fn abort(&mut self) {
@@ -260,30 +312,7 @@ impl AppIo for StdIo {
 
 impl Drop for StdIo {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.as_mut() {
-            self.ex.finish(&mut c.conn);
-        }
-        // A kept-alive connection's last bytes may be held back while requests wait.
-        let hold = !self.ex.out.is_empty()
-            && self.conn.as_ref().is_some_and(|c| !c.conn.is_closed())
-            && self.shared.may_hold();
-        if !hold {
-            let _ = self.flush();
-        }
-        let Some(mut c) = self.conn.take() else { return };
-        self.ex.log(self.shared.config.access_log.as_ref(), c.info.peer());
-        if hold {
-            c.unsent = std::mem::take(&mut self.ex.out);
-            self.shared.hold(c);
-            return;
-        }
-        if c.conn.is_closed() {
-            c.stream.shutdown();
-            self.shared.done();
-            return;
-        }
-        // A pipelined request may already be buffered: let an app thread look right away.
-        self.shared.ready(c);
+        self.release();
     }
 }
 

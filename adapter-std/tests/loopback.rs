@@ -199,8 +199,10 @@ fn large_bodies_and_bodies_past_their_length() {
 }
 
 /// An application that runs one thread at a time, as Python does: each request holds a global
-/// lock while it spins for `spin` (long enough that one app thread serves alone, where
-/// finished responses are held back while other requests wait), then echoes.
+/// lock while it spins for `spin` (long enough that one app thread serves alone, and finished
+/// responses are held back while other requests wait), then answers its path with
+/// `send_last`. `/slow` sleeps 500 ms before its answer, `/linger` 500 ms after it (as a slow
+/// `close()` would).
 struct Serialized {
     lock: std::sync::Mutex<()>,
     spin: Duration,
@@ -208,15 +210,29 @@ struct Serialized {
 
 impl Application for Serialized {
     fn serve(&self, next_job: &mut wsgi_core::JobSource<'_>) {
-        while let Some(job) = next_job() {
-            if job.environ.get("PATH_INFO") != Some("/slow") {
+        while let Some(mut job) = next_job() {
+            let path = job.environ.get("PATH_INFO").unwrap_or_default().to_owned();
+            {
                 let _lock = self.lock.lock().unwrap();
                 let start = Instant::now();
                 while start.elapsed() < self.spin {
                     std::hint::spin_loop();
                 }
             }
-            echo(job);
+            if path == "/slow" {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let body = format!("GET {path}\n");
+            let length = body.len().to_string();
+            let head =
+                ResponseHead::from_wsgi("200 OK", [("Content-Length", length.as_str())]).unwrap();
+            job.io.send_head(&head).unwrap();
+            let last = job.io.send_last(body.as_bytes()).unwrap();
+            last.body.unwrap();
+            last.end.unwrap();
+            if path == "/linger" {
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
     }
 
@@ -263,27 +279,32 @@ fn held_responses_all_arrive_whole_and_in_order() {
     server.join(Duration::from_secs(5));
 }
 
-/// A response held while other requests waited does not wait for a long request that the
-/// app thread took next: it arrives while that request still runs.
+/// A response held while other requests waited waits neither for the long request its app
+/// thread takes next nor for the application's own code after the end: it arrives while
+/// those still run.
 #[test]
-fn a_held_response_does_not_wait_for_the_next_long_request() {
+fn a_held_response_waits_for_no_application_code() {
     let (server, addr) = serve(serialized(Duration::from_micros(200)), 4);
     let mut fast: Vec<TcpStream> = (0..12).map(|_| connect(addr)).collect();
+    let mut linger = connect(addr);
     let mut slow = connect(addr);
     let sent = Instant::now();
     for s in &mut fast {
         s.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     }
+    linger.write_all(b"GET /linger HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     for s in &mut fast {
         assert_eq!(read_responses(s, 1)[0].1, b"GET /fast\n");
     }
-    let fast_done = sent.elapsed();
+    assert_eq!(read_responses(&mut linger, 1)[0].1, b"GET /linger\n");
+    let prompt_done = sent.elapsed();
     assert_eq!(read_responses(&mut slow, 1)[0].1, b"GET /slow\n");
     let slow_done = sent.elapsed();
-    // The slow request sleeps 500 ms; the fast ones took some 200 µs each.
+    // The slow request and the lingering code sleep 500 ms each; the rest took some 200 µs
+    // a request.
     assert!(slow_done >= Duration::from_millis(500), "{slow_done:?}");
-    assert!(fast_done < Duration::from_millis(250), "fast {fast_done:?}, slow {slow_done:?}");
+    assert!(prompt_done < Duration::from_millis(250), "{prompt_done:?} (slow {slow_done:?})");
     server.handle().shutdown();
     server.join(Duration::from_secs(5));
 }

@@ -336,14 +336,6 @@ impl Connection {
         }
     }
 
-    /// Returns `true` while a response is being sent whose body is complete: its Content-Length
-    /// is reached, or it carries no body (HEAD, 204, 304). Nothing the application sends can
-    /// add to it, and [`send_end`](Self::send_end) will write nothing more, so a driver may
-    /// keep the bytes it has until the end and write the whole response at once.
-    pub fn response_complete(&self) -> bool {
-        matches!(&self.state.write, Write::Body(encoder) if encoder.is_complete())
-    }
-
     /// Ends the response at `now`, which starts the keep-alive idle deadline. The connection
     /// then serves the next request, or [`is_closed`](Self::is_closed) turns `true`.
     ///
