@@ -1,9 +1,8 @@
 //! A connection as it moves between the poller (idle) and the app threads (busy), and the
 //! blocking [`AppIo`] an application uses while it owns one.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use wsgi_core::{
@@ -11,7 +10,8 @@ use wsgi_core::{
     UsageError,
 };
 
-use wsgi_driver::{BodyStep, Exchange, read_available, read_rest, with_read_buf};
+use rustix::net::RecvFlags;
+use wsgi_driver::{BodyStep, Exchange, read_available, read_rest, recv_into};
 
 use crate::Shared;
 use crate::net::Stream;
@@ -92,7 +92,7 @@ impl Conn {
         // MSG_DONTWAIT: these reads alone do not block; the socket stays blocking for the body
         // reads and writes of the request (no mode switches per request). A socket error reads
         // as the end of the stream: what arrived before it is still answered.
-        let received = with_read_buf(|buf| read_available(&self.stream, &mut self.conn, buf));
+        let received = read_available(&self.stream, &mut self.conn);
         // During a shutdown what arrives is answered with `Connection: close`; a connection
         // that received nothing (a spurious wake-up) is left to the poller, which gives a fresh
         // one its moment and closes a kept-alive one.
@@ -219,19 +219,15 @@ impl AppIo for StdIo {
                     let _ = self.flush();
                     return Err(AppIoError::BadRequest(e));
                 }
-                Ok(BodyStep::NeedInput) => with_read_buf(|buf| {
-                    match c.stream.read(buf) {
-                        Ok(0) => c.conn.handle_eof(Instant::now()),
-                        Ok(n) => {
-                            c.conn.handle_input(&buf[..n], Instant::now());
-                            // What else has arrived makes the same piece.
-                            read_rest(&c.stream, &mut c.conn, n, buf);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A wait bounded by the socket's read timeout (past it, the client is lost).
+                Ok(BodyStep::NeedInput) => {
+                    match recv_into(&c.stream, &mut c.conn, RecvFlags::empty()) {
+                        Ok(0) => {} // the connection was told
+                        // What else has arrived makes the same piece.
+                        Ok(n) => read_rest(&c.stream, &mut c.conn, n),
                         Err(_) => return Err(AppIoError::Disconnected),
                     }
-                    Ok(())
-                })?,
+                }
             }
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! Invariants:
 //! - the same bytes give the same events, errors and response bytes whether they arrive whole,
-//!   one byte at a time, or in two pieces split at a point derived from the input;
+//!   one byte at a time, or in two pieces split at a point derived from the input, and whether
+//!   the pieces are given as slices (`handle_input`) or in buffers of their own
+//!   (`handle_input_vec`);
 //! - errors are sticky: after one, `poll_event` returns the same error and no event, even after
 //!   more input;
 //! - every surfaced request yields an environ with the variables PEP 3333 requires and no
@@ -83,6 +85,12 @@ impl Driver {
 
     fn feed(&mut self, bytes: &[u8]) {
         self.conn.handle_input(bytes, self.now);
+        self.drain();
+    }
+
+    /// As `feed`, giving the bytes in a buffer of their own (`handle_input_vec`).
+    fn feed_vec(&mut self, bytes: &[u8]) {
+        self.conn.handle_input_vec(bytes.to_vec(), self.now);
         self.drain();
     }
 
@@ -178,10 +186,20 @@ fn check_environ(environ: &Environ, method: &str) {
     assert_eq!(environ.get("REQUEST_METHOD"), Some(method));
 }
 
-fn run(data: &[u8], pieces: impl Iterator<Item = (usize, usize)>, now: Instant) -> Driver {
+/// Feeds `data` in `pieces`; with `vecs`, each through `handle_input_vec`.
+fn run(
+    data: &[u8],
+    pieces: impl Iterator<Item = (usize, usize)>,
+    now: Instant,
+    vecs: bool,
+) -> Driver {
     let mut d = Driver::new(now);
     for (a, b) in pieces {
-        d.feed(&data[a..b]);
+        if vecs {
+            d.feed_vec(&data[a..b]);
+        } else {
+            d.feed(&data[a..b]);
+        }
     }
     d.eof();
     // More bytes after the end change nothing.
@@ -194,16 +212,21 @@ fn run(data: &[u8], pieces: impl Iterator<Item = (usize, usize)>, now: Instant) 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
     let len = data.len();
-    let whole = run(data, std::iter::once((0, len)), now);
-    let bytewise = run(data, (0..len).map(|i| (i, i + 1)), now);
+    let whole = run(data, std::iter::once((0, len)), now, false);
+    let bytewise = run(data, (0..len).map(|i| (i, i + 1)), now, false);
     let split = data.iter().fold(0usize, |h, &b| h.wrapping_mul(31).wrapping_add(usize::from(b)))
         % (len + 1);
-    let halves = run(data, [(0, split), (split, len)].into_iter(), now);
+    let halves = run(data, [(0, split), (split, len)].into_iter(), now, false);
+    // Each half given in a buffer of its own (kept as the connection's when nothing else is
+    // buffered).
+    let vecs = run(data, [(0, split), (split, len)].into_iter(), now, true);
 
     assert_eq!(whole.seen, bytewise.seen, "whole vs byte-at-a-time");
     assert_eq!(whole.seen, halves.seen, "whole vs split at {split}");
     assert_eq!(whole.out, bytewise.out, "response bytes: whole vs byte-at-a-time");
     assert_eq!(whole.out, halves.out, "response bytes: whole vs split at {split}");
+    assert_eq!(whole.seen, vecs.seen, "whole vs split at {split}, second half by vec");
+    assert_eq!(whole.out, vecs.out, "response bytes: whole vs split at {split} by vec");
     // Everything ends: EOF closes the connection or leaves it failed.
     assert!(whole.conn.is_closed());
 });

@@ -90,13 +90,59 @@ impl Connection {
     ///
     /// Bytes that arrive after the connection closed or failed are ignored.
     pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
-        self.state.last_now = now;
-        if self.state.closed || self.state.error.is_some() || bytes.is_empty() {
+        if self.takes_input(bytes.len(), now) {
+            self.append(bytes);
+        }
+    }
+
+    /// Feeds bytes received from the peer as [`handle_input`](Self::handle_input) does, taking
+    /// the buffer they were read into: when nothing is buffered, it becomes the connection's
+    /// own without a copy, so a request body read with its head is handed out in place (as
+    /// [`Event::Body`] pieces that share it). Otherwise its bytes are appended.
+    ///
+    /// A driver that reads large pieces gives them this way and small ones (a request head)
+    /// through `handle_input`, keeping its buffer for the next read.
+    ///
+    /// ```
+    /// # use std::time::Instant;
+    /// use wsgi_core::{Config, Connection, Event};
+    /// let now = Instant::now();
+    /// let mut conn = Connection::new(Config::default(), now);
+    /// let mut read = Vec::with_capacity(1 << 16);
+    /// read.extend_from_slice(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello");
+    /// let body_at = read.as_ptr() as usize + read.len() - 5;
+    /// conn.handle_input_vec(read, now);
+    /// assert!(matches!(conn.poll_event(), Ok(Some(Event::Request(_)))));
+    /// let Ok(Some(Event::Body(body))) = conn.poll_event() else { panic!() };
+    /// assert_eq!((&body[..], body.as_ptr() as usize), (&b"hello"[..], body_at));
+    /// ```
+    pub fn handle_input_vec(&mut self, bytes: Vec<u8>, now: Instant) {
+        if !self.takes_input(bytes.len(), now) {
             return;
+        }
+        if self.buf.is_empty() {
+            self.grown |= bytes.capacity() > INITIAL_BUFFER;
+            // Unique, so the conversion keeps the allocation.
+            self.buf = BytesMut::from(Bytes::from(bytes));
+        } else {
+            self.append(&bytes);
+        }
+    }
+
+    /// Notes the time of `len` bytes of input at `now` and returns whether to buffer them:
+    /// not after the connection closed or failed (they are ignored), nor when there are none.
+    fn takes_input(&mut self, len: usize, now: Instant) -> bool {
+        self.state.last_now = now;
+        if self.state.closed || self.state.error.is_some() || len == 0 {
+            return false;
         }
         if self.between_requests() && self.state.head_start.is_none() {
             self.state.head_start = Some(now);
         }
+        true
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
         self.grown |= self.buf.capacity() - self.buf.len() < bytes.len();
         self.buf.extend_from_slice(bytes);
     }

@@ -29,8 +29,19 @@ fn drive(pieces: &[&[u8]]) -> Vec<Seen> {
     drive_with(Config::default(), pieces).0
 }
 
+/// [`drive`], giving every other piece through `handle_input_vec` (in a buffer of its own,
+/// with room to spare) rather than `handle_input`: how a piece is given must not matter.
+fn drive_vecs(pieces: &[&[u8]]) -> Vec<Seen> {
+    drive_fed(Config::default(), pieces, true).0
+}
+
 /// [`drive`] with `config`; also returns the PROXY protocol header the connection received.
 fn drive_with(config: Config, pieces: &[&[u8]]) -> (Vec<Seen>, Option<ProxyHeader>) {
+    drive_fed(config, pieces, false)
+}
+
+/// [`drive_with`]; with `vecs`, as [`drive_vecs`].
+fn drive_fed(config: Config, pieces: &[&[u8]], vecs: bool) -> (Vec<Seen>, Option<ProxyHeader>) {
     let now = Instant::now();
     let mut conn = Connection::new(config, now);
     let mut seen = Vec::new();
@@ -65,11 +76,17 @@ fn drive_with(config: Config, pieces: &[&[u8]]) -> (Vec<Seen>, Option<ProxyHeade
             }
         }
     };
-    for piece in pieces {
+    for (i, piece) in pieces.iter().enumerate() {
         if conn.is_closed() {
             break;
         }
-        conn.handle_input(piece, now);
+        if vecs && i % 2 == 1 {
+            let mut owned = Vec::with_capacity(piece.len() * 2);
+            owned.extend_from_slice(piece);
+            conn.handle_input_vec(owned, now);
+        } else {
+            conn.handle_input(piece, now);
+        }
         pump(&mut conn, &mut seen);
     }
     if !conn.is_closed() {
@@ -198,7 +215,9 @@ proptest! {
         let whole = drive(&[&bytes]);
         prop_assert_eq!(&whole, &expected(&reqs));
         prop_assert_eq!(drive(&split(&bytes, &cuts)), whole.clone());
+        prop_assert_eq!(drive_vecs(&split(&bytes, &cuts)), whole.clone());
         let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+        prop_assert_eq!(drive_vecs(&bytewise), whole.clone());
         prop_assert_eq!(drive(&bytewise), whole);
     }
 
@@ -218,6 +237,7 @@ proptest! {
         if let Some(i) = whole.iter().position(|s| matches!(s, Seen::Error(_))) {
             prop_assert_eq!(i, whole.len() - 1, "events after an error: {:?}", whole);
         }
+        prop_assert_eq!(drive_vecs(&split(&bytes, &cuts)), whole.clone());
         prop_assert_eq!(drive(&split(&bytes, &cuts)), whole);
     }
 

@@ -4,6 +4,8 @@
 //! - [`AccessRecord`] and [`AccessEntry`]: the access log's view of one request;
 //! - [`Exchange`]: the response rules every driver's `AppIo` applies the same way;
 //! - [`http_date`]: the `Date` header value, formatted at most once a second per thread;
+//! - [`recv_into`] and [`read_available`]: reads into a thread's buffer, given to the connection
+//!   without a copy when large;
 //! - [`Gate`]: which app threads take requests, for an application that runs one thread at a
 //!   time (Python's GIL);
 //! - with the `async` feature, [`rt`]: one connection driver for every async runtime, written
@@ -19,11 +21,15 @@ use wsgi_core::{Config, Environ, HttpDate, ResponseHead, Scheme, TrustedProxies}
 
 mod exchange;
 mod gate;
+mod read;
 #[cfg(feature = "async")]
 pub mod rt;
 
 pub use exchange::{BodyStep, Exchange};
 pub use gate::{Gate, SHORT, STALL, Seat};
+pub use read::{
+    HAND_OVER, READ_CHUNK, hand_over, read_available, read_rest, recv_into, with_read_vec,
+};
 
 /// How a server runs: the same fields for every adapter.
 #[non_exhaustive]
@@ -279,79 +285,6 @@ impl AccessEntry {
     }
 }
 
-/// Bytes read from a socket per read call: as much as a connection buffers before it stops
-/// wanting input.
-pub const READ_CHUNK: usize = 64 * 1024;
-
-/// After a read of `n` bytes into a buffer the size of `buf` was fed to `conn`: if it filled
-/// the buffer, the socket may hold more, and [`read_available`] takes it into `buf`, so that
-/// what arrived together reaches the application as one body piece (in the Python bridge, one
-/// release of the GIL per piece rather than one per read). A shorter read took all the socket
-/// held: reading on would only return `EAGAIN`, a system call per request.
-pub fn read_rest(
-    socket: impl std::os::fd::AsFd,
-    conn: &mut wsgi_core::Connection,
-    n: usize,
-    buf: &mut [u8],
-) {
-    if n >= buf.len() {
-        read_available(socket, conn, buf);
-    }
-}
-
-/// Feeds `conn` what `socket` already holds, without blocking, for as long as the connection
-/// wants input, stopping after a read that does not fill `buf` (it took all there was). A
-/// driver calls it to look for the next request on a connection it takes up again, and
-/// through [`read_rest`] after a read that filled its buffer.
-///
-/// The reads are opportunistic: a socket error ends them like the end of the stream, so bytes
-/// already received (a complete body from a client that then reset the connection) are still
-/// delivered, and a body left incomplete fails as such. Returns whether any bytes arrived.
-pub fn read_available(
-    socket: impl std::os::fd::AsFd,
-    conn: &mut wsgi_core::Connection,
-    buf: &mut [u8],
-) -> bool {
-    use rustix::io::Errno;
-    let mut received = false;
-    while conn.wants_read() {
-        match rustix::net::recv(&socket, &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
-            Ok((n, _)) if n > 0 => {
-                received = true;
-                conn.handle_input(&buf[..n], Instant::now());
-                if n < buf.len() {
-                    break;
-                }
-            }
-            Err(Errno::AGAIN) => break,
-            Err(Errno::INTR) => {}
-            Ok(_) | Err(_) => {
-                conn.handle_eof(Instant::now());
-                break;
-            }
-        }
-    }
-    received
-}
-
-/// Runs `f` with this thread's read buffer of [`READ_CHUNK`] bytes: one allocation per thread,
-/// not one per read, and none held by an idle connection.
-pub fn with_read_buf<T>(f: impl FnOnce(&mut [u8]) -> T) -> T {
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BUF.with(|buf| match buf.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.is_empty() {
-                buf.resize(READ_CHUNK, 0);
-            }
-            f(&mut buf)
-        }
-        // Re-entered (cannot happen in the drivers, which never nest reads): a fresh buffer.
-        Err(_) => f(&mut vec![0; READ_CHUNK]),
-    })
-}
-
 /// The `Date` header value, formatted at most once a second per thread.
 pub fn http_date() -> HttpDate {
     thread_local! {
@@ -372,18 +305,6 @@ pub fn http_date() -> HttpDate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn read_buffer_is_reused_and_survives_reentry() {
-        let first = with_read_buf(|b| b.as_ptr() as usize);
-        let second = with_read_buf(|b| b.as_ptr() as usize);
-        assert_eq!(first, second);
-        let nested = with_read_buf(|outer| {
-            outer[0] = 7;
-            with_read_buf(|inner| (inner.len(), inner[0]))
-        });
-        assert_eq!(nested, (READ_CHUNK, 0));
-    }
 
     fn request(raw: &str) -> (wsgi_core::Connection, Environ) {
         let now = Instant::now();

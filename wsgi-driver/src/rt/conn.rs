@@ -12,7 +12,8 @@ use wsgi_core::{Connection, Environ, Event};
 
 use super::io::{Down, Line, Link, Up, Work, job, link};
 use super::{Accepted, Active, Direction, FRESH_GRACE, Runtime, Socket, server_info};
-use crate::{http_date, with_read_buf};
+use crate::{HAND_OVER, http_date, recv_into, with_read_vec};
+use rustix::buffer::spare_capacity;
 
 /// An armed timer.
 type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -243,23 +244,23 @@ async fn exchange<R: Runtime, S: Socket>(
 /// Reads once from the socket into `conn` without waiting; returns the bytes read (0 at the end
 /// of the stream, which also sets `eof`).
 fn read_into<S: Socket>(socket: &S, conn: &mut Connection, eof: &mut bool) -> io::Result<usize> {
-    with_read_buf(|buf| {
-        let n = socket.try_io(Direction::Read, || recv(socket, buf))?;
-        if n == 0 {
-            *eof = true;
-            conn.handle_eof(Instant::now());
-        } else {
-            conn.handle_input(&buf[..n], Instant::now());
-        }
-        Ok(n)
-    })
+    let flags = rustix::net::RecvFlags::DONTWAIT;
+    let n = socket.try_io(Direction::Read, || Ok(recv_into(socket, conn, flags)?))?;
+    *eof |= n == 0;
+    Ok(n)
 }
 
 /// Reads what the socket has, waiting for readiness at most `timeout` at a time.
 async fn read_some<R: Runtime, S: Socket>(runtime: &R, socket: &S, timeout: Duration) -> Down {
     loop {
-        let read = with_read_buf(|buf| {
-            socket.try_io(Direction::Read, || recv(socket, buf)).map(|n| buf[..n].to_vec())
+        // A large read goes up in the buffer it was read into; a small one as a copy.
+        let read = with_read_vec(|buf| {
+            socket.try_io(Direction::Read, || recv(socket, buf))?;
+            Ok::<_, io::Error>(if buf.len() >= HAND_OVER {
+                std::mem::take(buf)
+            } else {
+                buf.clone()
+            })
         });
         match read {
             Ok(bytes) if bytes.is_empty() => return Down::Eof,
@@ -336,10 +337,11 @@ async fn ready<R: Runtime, S: Socket>(
     .await
 }
 
-/// One non-blocking `recv`; interrupted calls are retried.
-pub(super) fn recv(socket: &impl std::os::fd::AsFd, buf: &mut [u8]) -> io::Result<usize> {
+/// One non-blocking `recv` into `buf`'s spare room (it grows by what arrived); interrupted
+/// calls are retried.
+pub(super) fn recv(socket: &impl std::os::fd::AsFd, buf: &mut Vec<u8>) -> io::Result<usize> {
     loop {
-        match rustix::net::recv(socket, &mut *buf, rustix::net::RecvFlags::DONTWAIT) {
+        match rustix::net::recv(socket, spare_capacity(buf), rustix::net::RecvFlags::DONTWAIT) {
             Ok((n, _)) => return Ok(n),
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),

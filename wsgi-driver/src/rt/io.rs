@@ -12,9 +12,9 @@ use bytes::Bytes;
 use event_listener::{Event as Notify, EventListener, Listener as _};
 use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead, ServerInfo};
 
-use super::conn::{recv, send, would_block};
+use super::conn::{send, would_block};
 use super::{Shared, Socket};
-use crate::{BodyStep, Exchange, READ_CHUNK, http_date, read_available, read_rest, with_read_buf};
+use crate::{BodyStep, Exchange, hand_over, http_date, read_available, read_rest, recv_into};
 
 /// Writes queued for the task while the app thread owns the connection; at most this many (each
 /// one response piece) wait at once before the application blocks (backpressure).
@@ -184,7 +184,7 @@ impl<S: Socket> Advance for Resume<S> {
         if line.state.is_failed() || line.shared.is_shutting_down() {
             return None;
         }
-        with_read_buf(|buf| read_available(&*line.socket, conn, buf));
+        read_available(&*line.socket, conn);
         conn.set_date(http_date());
         loop {
             match conn.poll_event() {
@@ -311,20 +311,16 @@ impl<S: Socket> ChannelIo<S> {
         }
         let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
         let socket = &*self.line.socket;
-        let direct = with_read_buf(|buf| match recv(socket, buf) {
-            Ok(0) => {
-                conn.handle_eof(Instant::now());
-                Ok(true)
-            }
+        let direct = match recv_into(socket, conn, rustix::net::RecvFlags::DONTWAIT) {
+            Ok(0) => Ok(true), // the connection was told
             Ok(n) => {
-                conn.handle_input(&buf[..n], Instant::now());
                 // What else has arrived makes the same piece.
-                read_rest(socket, conn, n, buf);
+                read_rest(socket, conn, n);
                 Ok(true)
             }
-            Err(e) if would_block(&e) => Ok(false),
+            Err(rustix::io::Errno::AGAIN) => Ok(false),
             Err(_) => Err(()),
-        });
+        };
         match direct {
             Ok(true) => return Ok(()),
             Ok(false) => {}
@@ -333,14 +329,10 @@ impl<S: Socket> ChannelIo<S> {
         let answer = self.ask(Up::Read)?;
         let Some(conn) = self.conn.as_mut() else { return Err(AppIoError::Disconnected) };
         match answer {
-            Down::Data(bytes) => {
-                conn.handle_input(&bytes, Instant::now());
-                // A full piece: the socket may hold more (see `read_rest`). Checked here, so
-                // that a short piece does not take up this thread's read buffer.
-                if bytes.len() >= READ_CHUNK {
-                    let socket = &*self.line.socket;
-                    with_read_buf(|buf| read_available(socket, conn, buf));
-                }
+            Down::Data(mut bytes) => {
+                let n = bytes.len();
+                hand_over(conn, &mut bytes, Instant::now());
+                read_rest(&*self.line.socket, conn, n);
             }
             Down::Eof => conn.handle_eof(Instant::now()),
             Down::Writable | Down::Failed => return Err(self.lost()),
