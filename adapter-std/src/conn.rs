@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use wsgi_core::{
-    AppIo, AppIoError, Connection, Environ, Event, Job, LastSent, ResponseHead, ServerInfo,
-    UsageError,
+    AppIo, AppIoError, BodyEncoder, Connection, Environ, Event, Job, LastSent, ResponseHead,
+    ServerInfo, UsageError,
 };
 
 use rustix::net::RecvFlags;
@@ -111,8 +111,13 @@ impl Conn {
                     self.requests += 1;
                     let environ = Environ::new(head, &self.info);
                     let ex = Exchange::new(&environ, shared.config.access_log.as_ref());
-                    let io =
-                        StdIo { conn: Some(self), shared: shared.clone(), ex, end_follows: false };
+                    let io = StdIo {
+                        conn: Some(self),
+                        shared: shared.clone(),
+                        ex,
+                        end_follows: false,
+                        ended_early: None,
+                    };
                     return Step::Job(Job { environ, io: Box::new(io) });
                 }
                 // Body events before a request cannot happen: a drained body is not reported.
@@ -140,6 +145,9 @@ struct StdIo {
     ex: Exchange,
     /// Inside [`AppIo::send_last`]: its body piece can wait for the end, written with it.
     end_follows: bool,
+    /// The body's encoder, when the response was ended as soon as it was complete (see
+    /// [`end_early`](Self::end_early)): the application's later body calls get its answers.
+    ended_early: Option<BodyEncoder>,
 }
 
 /// What a call made after the response ended and the connection was handed back finds.
@@ -158,6 +166,24 @@ impl StdIo {
         !self.ex.out.is_empty()
             && self.conn.as_ref().is_some_and(|c| !c.conn.is_closed())
             && self.shared.may_hold()
+    }
+
+    /// Ends the response if it is complete and may be held: its body can take no more bytes
+    /// and the request's none can be read, so nothing the application does before its own end
+    /// (the next item of its result, `close()`) can change it, and that code need not delay
+    /// it. Returns whether it ended.
+    fn end_early(&mut self) -> Result<bool, AppIoError> {
+        let Some(c) = self.conn.as_mut() else { return Ok(false) };
+        let body = c.conn.response_body().filter(BodyEncoder::is_complete);
+        let Some(body) = body.filter(|_| c.conn.request_read()) else { return Ok(false) };
+        if !self.may_hold() {
+            return Ok(false);
+        }
+        let Some(c) = self.conn.as_mut() else { return Ok(false) };
+        self.ex.end(&mut c.conn)?;
+        self.ended_early = Some(body);
+        self.release();
+        Ok(true)
     }
 
     /// Hands the connection back once the application is done with it: when the exchange is
@@ -239,10 +265,13 @@ impl AppIo for StdIo {
     }
 
     fn send_body(&mut self, chunk: &[u8]) -> Result<(), AppIoError> {
+        if let Some(body) = &mut self.ended_early {
+            return Ok(body.encode(chunk, &mut Vec::new())?); // what the connection would say
+        }
         let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         if chunk.len() < IN_PLACE {
             let sent = self.ex.body(&mut c.conn, chunk);
-            if self.end_follows {
+            if self.end_follows || self.end_early()? {
                 return Ok(sent?); // written with the end
             }
             let flushed = self.flush();
@@ -262,6 +291,10 @@ impl AppIo for StdIo {
         offset: u64,
         len: u64,
     ) -> Result<bool, AppIoError> {
+        if let Some(body) = &mut self.ended_early {
+            let external = body.encode_external(len, &mut Vec::new())?;
+            return external.error.map_or(Ok(true), |e| Err(e.into()));
+        }
         let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         let external = self.ex.external(&mut c.conn, len)?;
         // The head and any chunk prefix go first.
@@ -281,6 +314,9 @@ impl AppIo for StdIo {
     }
 
     fn send_end(&mut self) -> Result<(), AppIoError> {
+        if self.ended_early.take().is_some() {
+            return Ok(());
+        }
         let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         let ended = self.ex.end(&mut c.conn);
         if ended.is_ok() && self.may_hold() {

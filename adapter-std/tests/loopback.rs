@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use adapter_std::{Listener, Server, ServerConfig, start};
-use wsgi_core::{Application, Job, ResponseHead};
+use wsgi_core::{AppIoError, Application, Job, ResponseHead, UsageError};
 
 /// Echoes the method, path and body back with a Content-Length.
 fn echo(mut job: Job) {
@@ -202,7 +202,9 @@ fn large_bodies_and_bodies_past_their_length() {
 /// lock while it spins for `spin` (long enough that one app thread serves alone, and finished
 /// responses are held back while other requests wait), then answers its path with
 /// `send_last`. `/slow` sleeps 500 ms before its answer, `/linger` 500 ms after it (as a slow
-/// `close()` would).
+/// `close()` would), and `/linger-body` 500 ms between its whole body and its end (as a result
+/// iterable's code after its last item would); paths ending in `-iter` send the body and the end
+/// in two calls too, without the sleep.
 struct Serialized {
     lock: std::sync::Mutex<()>,
     spin: Duration,
@@ -227,6 +229,21 @@ impl Application for Serialized {
             let head =
                 ResponseHead::from_wsgi("200 OK", [("Content-Length", length.as_str())]).unwrap();
             job.io.send_head(&head).unwrap();
+            if path == "/linger-body" || path.ends_with("-iter") {
+                // As a result iterable does: the body, more code, then the end. A chunk past
+                // the Content-Length gets what the connection says of it, ended early or not.
+                job.io.send_body(body.as_bytes()).unwrap();
+                if path == "/linger-body" {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                let late = job.io.send_body(b"x");
+                assert!(
+                    matches!(late, Err(AppIoError::Usage(UsageError::BodyTooLong { .. }))),
+                    "{late:?}"
+                );
+                job.io.send_end().unwrap();
+                continue;
+            }
             let last = job.io.send_last(body.as_bytes()).unwrap();
             last.body.unwrap();
             last.end.unwrap();
@@ -256,7 +273,9 @@ fn held_responses_all_arrive_whole_and_in_order() {
             scope.spawn(move || {
                 let mut s = connect(addr);
                 for i in 0..40 {
-                    let path = format!("/c{client}/r{i}");
+                    // Every other one answered by send_body then send_end (see Serialized).
+                    let how = if i % 2 == 1 { "-iter" } else { "" };
+                    let path = format!("/c{client}/r{i}{how}");
                     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
                         .unwrap();
                     let (head, body) = read_responses(&mut s, 1).remove(0);
@@ -287,17 +306,20 @@ fn a_held_response_waits_for_no_application_code() {
     let (server, addr) = serve(serialized(Duration::from_micros(200)), 4);
     let mut fast: Vec<TcpStream> = (0..12).map(|_| connect(addr)).collect();
     let mut linger = connect(addr);
+    let mut linger_body = connect(addr);
     let mut slow = connect(addr);
     let sent = Instant::now();
     for s in &mut fast {
         s.write_all(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     }
     linger.write_all(b"GET /linger HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    linger_body.write_all(b"GET /linger-body HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     slow.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     for s in &mut fast {
         assert_eq!(read_responses(s, 1)[0].1, b"GET /fast\n");
     }
     assert_eq!(read_responses(&mut linger, 1)[0].1, b"GET /linger\n");
+    assert_eq!(read_responses(&mut linger_body, 1)[0].1, b"GET /linger-body\n");
     let prompt_done = sent.elapsed();
     assert_eq!(read_responses(&mut slow, 1)[0].1, b"GET /slow\n");
     let slow_done = sent.elapsed();

@@ -382,6 +382,31 @@ impl Connection {
         }
     }
 
+    /// Returns `true` while a request is answered whose body the application can no longer
+    /// read anything of: there was none, or all of it was received and reported. With
+    /// [`response_body`](Self::response_body) complete as well, ending the response now is what
+    /// ending it later would be.
+    pub fn request_read(&self) -> bool {
+        match &self.state.read {
+            Read::Done => true,
+            Read::Body { decoder, .. } => decoder.is_done(),
+            Read::Head => false,
+        }
+    }
+
+    /// Returns a copy of the body encoder of the response being sent (after its head, before
+    /// its end): the bytes it took, and whether the body is complete
+    /// ([`BodyEncoder::is_complete`]: nothing can be added, and [`send_end`](Self::send_end)
+    /// writes nothing more). A driver may then end the response before the application
+    /// returns, and answer the application's later body calls with this copy, which gives what
+    /// the connection would have ([`UsageError::BodyTooLong`] past a Content-Length).
+    pub fn response_body(&self) -> Option<BodyEncoder> {
+        match &self.state.write {
+            Write::Body(encoder) => Some(*encoder),
+            _ => None,
+        }
+    }
+
     /// Ends the response at `now`, which starts the keep-alive idle deadline. The connection
     /// then serves the next request, or [`is_closed`](Self::is_closed) turns `true`.
     ///

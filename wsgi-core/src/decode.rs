@@ -46,6 +46,15 @@ impl BodyDecoder {
         }
     }
 
+    /// Returns `true` once the whole body has been decoded (a length of 0 left, or the last
+    /// chunk and trailers).
+    pub(crate) fn is_done(&self) -> bool {
+        match self {
+            BodyDecoder::Length { remaining } => *remaining == 0,
+            BodyDecoder::Chunked(c) => c.is_done(),
+        }
+    }
+
     /// Decodes the next step from `buf`; `Ok(None)` means more bytes are needed.
     pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, ProtocolError> {
         match self {

@@ -142,6 +142,26 @@ impl BodyEncoder {
         self.sent
     }
 
+    /// Returns `true` once no byte can be added to the body: its Content-Length is reached, or
+    /// the framing carries none (`Empty`: HEAD, 204, 304). Only [`finish`](Self::finish) can
+    /// follow, and for these framings it writes nothing.
+    ///
+    /// ```
+    /// use wsgi_core::{BodyEncoder, ResponseBody};
+    /// let mut encoder = BodyEncoder::new(ResponseBody::Length(5));
+    /// encoder.encode(b"hel", &mut Vec::new()).unwrap();
+    /// assert!(!encoder.is_complete());
+    /// encoder.encode(b"lo", &mut Vec::new()).unwrap();
+    /// assert!(encoder.is_complete());
+    /// ```
+    pub fn is_complete(&self) -> bool {
+        match self.kind {
+            EncoderKind::Empty => true,
+            EncoderKind::Length(declared) => self.sent >= declared,
+            EncoderKind::Chunked | EncoderKind::CloseDelimited => false,
+        }
+    }
+
     /// Returns `true` if the connection must close to end this body (HTTP/1.0 without a
     /// Content-Length).
     pub fn is_close_delimited(&self) -> bool {

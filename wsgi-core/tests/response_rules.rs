@@ -896,3 +896,91 @@ fn external_body_framing() {
     assert_eq!((after.send, after.error), (0, Some(UsageError::BodyTooLong { declared: 10 })));
     assert_eq!(encoder.finish(&mut out), Ok(()));
 }
+
+/// `response_body` gives the body's encoder while a response is sent, and it says when the body
+/// can take no more bytes (so that a driver may end the response early): after the head, after
+/// each chunk; no encoder before the head or after the end. A complete body's end writes
+/// nothing, and the copy answers a later chunk as the connection would.
+#[test]
+fn response_body_completes_with_the_framing() {
+    const HEAD11: &[u8] = b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n";
+    // rule, request, status, headers, complete after the head, chunks with complete after each
+    type Row<'a> = (&'a str, &'a [u8], &'a str, Headers<'a>, bool, &'a [(&'a [u8], bool)]);
+    let rows: &[Row<'_>] = &[
+        (
+            "Content-Length: complete once reached",
+            GET11,
+            "200 OK",
+            &[("Content-Length", "5")],
+            false,
+            &[(b"hel", false), (b"lo", true)],
+        ),
+        (
+            "Content-Length 0: complete at once",
+            GET11,
+            "200 OK",
+            &[("Content-Length", "0")],
+            true,
+            &[],
+        ),
+        (
+            "past the Content-Length: complete",
+            GET11,
+            "200 OK",
+            &[("Content-Length", "2")],
+            false,
+            &[(b"hello", true)],
+        ),
+        (
+            "chunked: the end writes the last chunk",
+            GET11,
+            "200 OK",
+            &[],
+            false,
+            &[(b"hello", false)],
+        ),
+        (
+            "close-delimited (HTTP/1.0): only the close ends it",
+            GET10,
+            "200 OK",
+            &[],
+            false,
+            &[(b"hello", false)],
+        ),
+        (
+            "HEAD: no body bytes go",
+            HEAD11,
+            "200 OK",
+            &[("Content-Length", "5")],
+            true,
+            &[(b"hello", true)],
+        ),
+        ("204: no body", GET11, "204 No Content", &[], true, &[]),
+        ("304: no body", GET11, "304 Not Modified", &[], true, &[]),
+    ];
+    for &(rule, request, status, headers, at_head, chunks) in rows {
+        let now = Instant::now();
+        let mut conn = ready(request, Config::default(), now);
+        let mut out = Vec::new();
+        let complete = |conn: &Connection| conn.response_body().map(|b| b.is_complete());
+        assert_eq!(complete(&conn), None, "{rule}: before the head");
+        conn.send_head(&head(status, headers), &mut out).unwrap();
+        assert_eq!(complete(&conn), Some(at_head), "{rule}: after the head");
+        for &(chunk, done) in chunks {
+            let _ = conn.send_body(chunk, &mut out);
+            assert_eq!(complete(&conn), Some(done), "{rule}: after {:?}", show(chunk));
+        }
+        let mut copy = conn.response_body().unwrap();
+        let before_end = out.len();
+        let late = conn.send_body(b"x", &mut out);
+        out.truncate(before_end);
+        if copy.is_complete() {
+            assert_eq!(copy.encode(b"x", &mut Vec::new()), late, "{rule}: a late chunk");
+        }
+        conn.send_end(now, &mut out).unwrap();
+        if copy.is_complete() {
+            assert_eq!(out.len(), before_end, "{rule}: a complete body's end wrote bytes");
+        }
+        assert_eq!(complete(&conn), None, "{rule}: after the end");
+    }
+}
