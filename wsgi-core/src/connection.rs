@@ -555,6 +555,39 @@ mod tests {
         assert!(!conn.grown);
     }
 
+    /// `request_read`: nothing of the request is left for the application to read.
+    #[test]
+    fn request_read_follows_the_body() {
+        let now = Instant::now();
+        // request, body bytes sent after the head, then whether it is read after the head
+        // and after each event
+        let rows: &[(&[u8], &[u8], bool)] = &[
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"", true),
+            (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", b"hello", false),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"5\r\nhello\r\n0\r\n\r\n",
+                false,
+            ),
+        ];
+        for &(head, body, at_head) in rows {
+            let mut conn = Connection::new(Config::default(), now);
+            assert!(!conn.request_read(), "before the head");
+            conn.handle_input(head, now);
+            assert!(matches!(conn.poll_event().unwrap(), Some(Event::Request(_))));
+            assert_eq!(conn.request_read(), at_head, "{head:?}");
+            conn.handle_input(body, now);
+            loop {
+                match conn.poll_event().unwrap() {
+                    Some(Event::Body(_)) => {}
+                    Some(Event::EndOfBody) => break,
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert!(conn.request_read(), "{head:?}: after its end");
+        }
+    }
+
     #[test]
     fn small_requests_keep_their_buffer() {
         let now = Instant::now();
