@@ -18,6 +18,8 @@
 //! only once its first bytes have arrived, so the poller hands a new connection straight to the
 //! ready queue, with no registration and readiness round trip first. A client that connects and
 //! stays silent is held by the kernel (for about a second, then accepted and treated as below).
+//! An app thread that finds the ready queue empty accepts such a connection itself before it
+//! waits, so that under a stream of new connections most skip the hand-off and its wake-up.
 //!
 //! Idle keep-alive connections sit in the poller and cost no thread; an app thread is busy only
 //! from a complete request head to the end of its response. A slow client sending its head
@@ -61,7 +63,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -90,6 +92,15 @@ pub(crate) struct Shared {
     gate: Gate,
     /// Kept-alive connections whose last response is held back (see [`Shared::hold`]).
     held: Mutex<Held>,
+    /// The listeners, which the poller accepts on and an app thread with nothing to do too
+    /// (see [`Shared::accept_waiting`]); emptied (so closed) when a shutdown starts.
+    listeners: RwLock<Vec<Listening>>,
+}
+
+/// A listener and what its connections' [`ServerInfo`] starts from.
+struct Listening {
+    listener: Listener,
+    template: Template,
 }
 
 /// Connections whose last response waits to be written with others'.
@@ -171,6 +182,54 @@ impl Shared {
             drop(held);
             let _ = self.waker.wake();
         }
+    }
+
+    /// Accepts one connection on listener `i`, ready to go to the app threads or to the
+    /// poller; with whether its request has (nearly always) arrived already
+    /// ([`Listener::defers_accept`]). `None` when none is waiting, or the listener is gone.
+    fn accept(&self, i: usize) -> Option<(Conn, bool)> {
+        let listeners = self.listeners.read().unwrap_or_else(PoisonError::into_inner);
+        let Listening { listener, template } = listeners.get(i)?;
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if stream.configure(self.config.io_timeout).is_err() {
+                        continue;
+                    }
+                    let info = template.connection(&stream, peer);
+                    let conn = Connection::new(self.config.core.clone(), Instant::now());
+                    return Some((Conn::new(stream, conn, info), listener.defers_accept()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock: none waiting. Out of descriptors and the like: stop for now, the
+                // next readiness retries.
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// For an app thread that has nothing to serve: a new connection whose request has
+    /// arrived, taken from a listener straight away. Under a load of new connections this
+    /// spares each one the poller's hand-off and the wake-up of an app thread; the poller
+    /// still accepts whatever arrives while the app threads are busy.
+    fn accept_waiting(&self) -> Option<Conn> {
+        if self.is_shutting_down() {
+            return None;
+        }
+        let count = self.listeners.read().unwrap_or_else(PoisonError::into_inner).len();
+        (0..count).find_map(|i| match self.accept(i) {
+            Some((c, true)) => {
+                self.busy.fetch_add(1, Ordering::AcqRel);
+                Some(c)
+            }
+            // Its request may still be on the way: the poller waits for it.
+            Some((c, false)) => {
+                self.busy.fetch_add(1, Ordering::AcqRel);
+                self.to_idle(c);
+                None
+            }
+            None => None,
+        })
     }
 
     /// Writes the held responses (without waiting: a client slow to read has the rest written
@@ -258,6 +317,15 @@ pub fn start<A: Application>(
     let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
     let (idle_tx, idle_rx) = crossbeam_channel::unbounded();
     let threads = config.threads.max(1);
+    for (i, l) in listeners.iter().enumerate() {
+        l.prepare(config.io_timeout)?;
+        poll.registry().register(&mut SourceFd(&l.as_raw_fd()), Token(i), Interest::READABLE)?;
+    }
+    let count = listeners.len();
+    let listeners = listeners
+        .into_iter()
+        .map(|listener| Listening { template: Template::new(&listener, &config), listener })
+        .collect();
     let shared = Arc::new(Shared {
         config,
         ready_tx,
@@ -267,11 +335,8 @@ pub fn start<A: Application>(
         busy: AtomicUsize::new(0),
         gate: Gate::new(threads, app.serializes_threads()),
         held: Mutex::default(),
+        listeners: RwLock::new(listeners),
     });
-    for (i, l) in listeners.iter().enumerate() {
-        l.prepare(shared.config.io_timeout)?;
-        poll.registry().register(&mut SourceFd(&l.as_raw_fd()), Token(i), Interest::READABLE)?;
-    }
     let grace_deadline = Arc::new(Mutex::new(None));
     // The poller holds the only sender: when it stops, every app thread's select wakes and ends.
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -292,7 +357,7 @@ pub fn start<A: Application>(
         let shared = shared.clone();
         let grace_deadline = grace_deadline.clone();
         std::thread::Builder::new().name("wsgi-poller".to_owned()).spawn(move || {
-            Poller::new(poll, listeners, shared, idle_rx, grace_deadline).run();
+            Poller::new(poll, count, shared, idle_rx, grace_deadline).run();
             drop(stop_tx);
         })?
     };
@@ -308,13 +373,19 @@ fn app_thread<A: Application>(
     let mut seat = shared.gate.seat();
     let mut take = || {
         loop {
+            let mut accepted = None;
             if ready_rx.is_empty() {
-                // Nothing else to do: this thread writes what it held.
+                // Nothing else to do: this thread writes what it held, and takes a new
+                // connection itself if one waits.
                 shared.write_held();
+                accepted = shared.accept_waiting();
             }
-            let c = crossbeam_channel::select! {
-                recv(ready_rx) -> c => c.ok()?,
-                recv(stop_rx) -> _ => return None,
+            let c = match accepted {
+                Some(c) => c,
+                None => crossbeam_channel::select! {
+                    recv(ready_rx) -> c => c.ok()?,
+                    recv(stop_rx) -> _ => return None,
+                },
             };
             match c.advance(shared) {
                 Step::Job(job) => return Some(job),
@@ -361,9 +432,9 @@ const FRESH_GRACE: Duration = Duration::from_secs(1);
 /// The poller thread: accepts, holds idle connections, enforces their deadlines.
 struct Poller {
     poll: Poll,
-    listeners: Vec<Listener>,
-    /// Per listener, what its connections' [`ServerInfo`] starts from.
-    templates: Vec<Template>,
+    /// How many listeners there are (in [`Shared::listeners`]) until a shutdown closes them:
+    /// their tokens, and the least connection token.
+    listeners: usize,
     shared: Arc<Shared>,
     idle_rx: Receiver<Conn>,
     idle: HashMap<usize, Conn>,
@@ -374,17 +445,15 @@ struct Poller {
 impl Poller {
     fn new(
         poll: Poll,
-        listeners: Vec<Listener>,
+        listeners: usize,
         shared: Arc<Shared>,
         idle_rx: Receiver<Conn>,
         grace_deadline: Arc<Mutex<Option<Instant>>>,
     ) -> Poller {
-        let next_token = listeners.len();
-        let templates = listeners.iter().map(|l| Template::new(l, &shared.config)).collect();
+        let next_token = listeners;
         Poller {
             poll,
             listeners,
-            templates,
             shared,
             idle_rx,
             idle: HashMap::new(),
@@ -419,7 +488,7 @@ impl Poller {
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}
-                    Token(i) if i < self.listeners.len() => self.accept(i),
+                    Token(i) if i < self.listeners => self.accept(i),
                     Token(t) => {
                         if let Some(c) = self.idle.remove(&t) {
                             let _ = self
@@ -439,13 +508,16 @@ impl Poller {
             if self.shared.is_shutting_down() {
                 if listening {
                     listening = false;
-                    for l in &self.listeners {
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&l.as_raw_fd()));
+                    let mut listeners =
+                        self.shared.listeners.write().unwrap_or_else(PoisonError::into_inner);
+                    for l in listeners.iter() {
+                        let fd = l.listener.as_raw_fd();
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
                     }
                     // Closed, not only unwatched: once no process holds the socket, a new
                     // connection is refused at once rather than queued unanswered until exit.
                     // (Connection tokens start past the listeners' and stay there.)
-                    self.listeners.clear();
+                    listeners.clear();
                 }
                 // Idle kept-alive connections close now, and busy ones when their response ends.
                 // A connection accepted just before the listeners stopped may have its first
@@ -473,33 +545,13 @@ impl Poller {
     }
 
     fn accept(&mut self, i: usize) {
-        loop {
-            let (Some(listener), Some(template)) = (self.listeners.get(i), self.templates.get(i))
-            else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    let config = &self.shared.config;
-                    if stream.configure(config.io_timeout).is_err() {
-                        continue;
-                    }
-                    let info = template.connection(&stream, peer);
-                    let conn = Connection::new(config.core.clone(), Instant::now());
-                    let c = Conn::new(stream, conn, info);
-                    if listener.defers_accept() {
-                        // Its first bytes have arrived: straight to an app thread, which reads
-                        // them (and hands the connection back here if they are not a whole
-                        // head yet).
-                        self.shared.to_ready(c);
-                    } else {
-                        self.add_idle(c);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Out of descriptors and the like: stop for now, the next readiness retries.
-                Err(_) => return,
+        while let Some((c, deferred)) = self.shared.accept(i) {
+            if deferred {
+                // Its first bytes have arrived: straight to an app thread, which reads them
+                // (and hands the connection back here if they are not a whole head yet).
+                self.shared.to_ready(c);
+            } else {
+                self.add_idle(c);
             }
         }
     }
@@ -510,7 +562,7 @@ impl Poller {
             return;
         }
         let token = self.next_token;
-        self.next_token = self.next_token.wrapping_add(1).max(self.listeners.len());
+        self.next_token = self.next_token.wrapping_add(1).max(self.listeners);
         let registered = self.poll.registry().register(
             &mut SourceFd(&c.stream.as_raw_fd()),
             Token(token),
