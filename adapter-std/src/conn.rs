@@ -3,6 +3,7 @@
 
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use wsgi_core::{
@@ -26,8 +27,13 @@ pub(crate) struct Conn {
     /// may have its first request on the way and is given a moment; the others close at once.
     pub(crate) requests: u64,
     /// The end of its last response, held back to be written with others' (see
-    /// [`Shared::hold`]); written before anything else is done with the connection.
+    /// [`Shared::hold`]). It is written before anything else is done with the connection,
+    /// without waiting: what the socket cannot take at once the poller writes as room appears,
+    /// so a connection goes to the app threads only with nothing unsent.
     pub(crate) unsent: Vec<u8>,
+    /// While `unsent` waits in the poller for room: when the client, which reads nothing, is
+    /// given up on (the I/O timeout, as for any write).
+    pub(crate) write_deadline: Option<Instant>,
 }
 
 /// What [`Conn::send_unsent`] did.
@@ -53,7 +59,7 @@ pub(crate) enum Step {
 impl Conn {
     /// A connection just accepted.
     pub(crate) fn new(stream: Stream, conn: Connection, info: ServerInfo) -> Conn {
-        Conn { stream, conn, info, requests: 0, unsent: Vec::new() }
+        Conn { stream, conn, info, requests: 0, unsent: Vec::new(), write_deadline: None }
     }
 
     /// Writes the held end of the last response without waiting.
@@ -72,23 +78,18 @@ impl Conn {
         };
         match sent {
             // Not kept: an idle connection holds no buffer.
-            Sent::All => self.unsent = Vec::new(),
+            Sent::All => {
+                self.unsent = Vec::new();
+                self.write_deadline = None;
+            }
             Sent::Partly => drop(self.unsent.drain(..at)),
             Sent::Failed => {}
         }
         sent
     }
 
-    /// Reads what the socket has without blocking and returns the next request, if any. Held
-    /// bytes of the last response are written first (this may wait, as any response write).
+    /// Reads what the socket has without blocking and returns the next request, if any.
     pub(crate) fn advance(mut self, shared: &Arc<Shared>) -> Step {
-        if !self.unsent.is_empty() {
-            let unsent = std::mem::take(&mut self.unsent);
-            if self.stream.write_all(&unsent).is_err() {
-                self.stream.shutdown();
-                return Step::Closed;
-            }
-        }
         // MSG_DONTWAIT: these reads alone do not block; the socket stays blocking for the body
         // reads and writes of the request (no mode switches per request). A socket error reads
         // as the end of the stream: what arrived before it is still answered.
@@ -234,6 +235,9 @@ impl StdIo {
 
 impl AppIo for StdIo {
     fn read_body(&mut self) -> Result<Option<Bytes>, AppIoError> {
+        if self.ended_early.is_some() {
+            return Ok(None); // it ended early only with the whole body read
+        }
         let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         self.ex.before_body(&mut c.conn)?;
         self.flush()?;

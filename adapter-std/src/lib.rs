@@ -32,7 +32,11 @@
 //! [`Application::serializes_threads`]) the app threads take requests through a
 //! [`wsgi_driver::Gate`]: one thread serves while requests finish promptly (two take turns while
 //! they are very short), and the others join in when requests block, so the GIL is not handed
-//! from thread to thread on every request.
+//! from thread to thread on every request. While one thread serves and other requests wait, a
+//! response is ended as soon as its body is complete and its last bytes are held for the poller
+//! to write, several at a time, so that the thread running the application does not pay each
+//! client's wake-up; what a slow reader's socket cannot take is written by the poller as room
+//! appears (within the I/O timeout), never by an app thread between requests.
 //!
 //! # Example
 //!
@@ -114,8 +118,12 @@ struct Held {
 /// When this many responses are held, the poller is woken to write them.
 const HOLD_MAX: usize = 8;
 
-/// While responses may be held, the poller writes them at least this often.
+/// While responses are held, the poller writes them at least this often.
 const HOLD_FOR: Duration = Duration::from_micros(500);
+
+/// While a response may be held (see [`Shared::may_hold`]) but none is, the poller looks at
+/// least this often, so that one held while it sleeps waits no longer.
+const HOLD_WITHIN: Duration = Duration::from_millis(10);
 
 impl Shared {
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -171,7 +179,8 @@ impl Shared {
     /// loopback, the client's side of TCP too. With one app thread serving, the application
     /// waits through both. So while other requests wait, finished responses are held and the
     /// poller writes them: woken once [`HOLD_MAX`] are held (one wake-up for them all), at
-    /// least every [`HOLD_FOR`] while requests run, and whenever it wakes anyway. An app thread
+    /// least every [`HOLD_FOR`] while some are held (and within [`HOLD_WITHIN`] of the
+    /// first), and whenever it wakes anyway. An app thread
     /// with nothing left to serve writes them itself. Under such load the rate rises, and the
     /// latency falls with it: the requests waiting are served sooner.
     pub(crate) fn hold(&self, c: Conn) {
@@ -232,8 +241,9 @@ impl Shared {
         })
     }
 
-    /// Writes the held responses (without waiting: a client slow to read has the rest written
-    /// by an app thread, before its connection is read again).
+    /// Writes the held responses without waiting. What a client slow to read leaves goes to the
+    /// poller, which writes it as room appears (no app thread waits on that client: one that
+    /// did, between requests, would stall an application that runs one thread at a time).
     fn write_held(&self) {
         let conns = {
             let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
@@ -247,7 +257,8 @@ impl Shared {
             match c.send_unsent() {
                 conn::Sent::All => self.ready(c),
                 conn::Sent::Partly => {
-                    let _ = self.ready_tx.send(c);
+                    c.write_deadline = Some(Instant::now() + self.config.io_timeout);
+                    self.to_idle(c);
                 }
                 conn::Sent::Failed => {
                     c.stream.shutdown();
@@ -357,7 +368,9 @@ pub fn start<A: Application>(
         let shared = shared.clone();
         let grace_deadline = grace_deadline.clone();
         std::thread::Builder::new().name("wsgi-poller".to_owned()).spawn(move || {
-            Poller::new(poll, count, shared, idle_rx, grace_deadline).run();
+            Poller::new(poll, count, shared.clone(), idle_rx, grace_deadline).run();
+            // However the poller stopped, the listeners close with it.
+            shared.listeners.write().unwrap_or_else(PoisonError::into_inner).clear();
             drop(stop_tx);
         })?
     };
@@ -473,12 +486,25 @@ impl Poller {
             } else {
                 timeout
             };
-            // While a response may be held, the poller looks often enough to write it in time.
-            let timeout = if self.shared.gate.solo() && self.shared.busy.load(Ordering::Acquire) > 0
+            // While responses are held, the poller looks often enough to write them in time; while
+            // one may be held, at least every HOLD_WITHIN.
+            let look = if !self
+                .shared
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .conns
+                .is_empty()
             {
-                Some(timeout.map_or(HOLD_FOR, |t| t.min(HOLD_FOR)))
+                Some(HOLD_FOR)
+            } else if self.shared.gate.solo() && self.shared.busy.load(Ordering::Acquire) > 0 {
+                Some(HOLD_WITHIN)
             } else {
-                timeout
+                None
+            };
+            let timeout = match (timeout, look) {
+                (Some(t), Some(l)) => Some(t.min(l)),
+                (t, l) => t.or(l),
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -489,15 +515,7 @@ impl Poller {
                 match event.token() {
                     WAKER => {}
                     Token(i) if i < self.listeners => self.accept(i),
-                    Token(t) => {
-                        if let Some(c) = self.idle.remove(&t) {
-                            let _ = self
-                                .poll
-                                .registry()
-                                .deregister(&mut SourceFd(&c.stream.as_raw_fd()));
-                            self.shared.to_ready(c);
-                        }
-                    }
+                    Token(t) => self.ready(t),
                 }
             }
             self.shared.write_held();
@@ -527,7 +545,8 @@ impl Poller {
                 let fresh_until = *shutdown_started.get_or_insert(now) + FRESH_GRACE;
                 let registry = self.poll.registry();
                 self.idle.retain(|_, c| {
-                    let keep = c.requests == 0 && now < fresh_until;
+                    // The rest of a response still goes out, within the grace period.
+                    let keep = (c.requests == 0 && now < fresh_until) || !c.unsent.is_empty();
                     if !keep {
                         let _ = registry.deregister(&mut SourceFd(&c.stream.as_raw_fd()));
                         c.stream.shutdown();
@@ -557,24 +576,60 @@ impl Poller {
     }
 
     fn add_idle(&mut self, c: Conn) {
-        if self.shared.is_shutting_down() && c.requests > 0 {
+        if self.shared.is_shutting_down() && c.requests > 0 && c.unsent.is_empty() {
             c.stream.shutdown();
             return;
         }
         let token = self.next_token;
         self.next_token = self.next_token.wrapping_add(1).max(self.listeners);
+        let interest = if c.unsent.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
         let registered = self.poll.registry().register(
             &mut SourceFd(&c.stream.as_raw_fd()),
             Token(token),
-            Interest::READABLE,
+            interest,
         );
         if registered.is_ok() {
             self.idle.insert(token, c);
+        } else {
+            c.stream.shutdown();
+        }
+    }
+
+    /// An idle connection's socket is ready: the rest of its last response goes out first,
+    /// then it goes to the app threads (once something has arrived).
+    fn ready(&mut self, t: usize) {
+        let Some(c) = self.idle.get_mut(&t) else { return };
+        if !c.unsent.is_empty() {
+            let registry = self.poll.registry();
+            let fd = c.stream.as_raw_fd();
+            let writing = match c.send_unsent() {
+                conn::Sent::Partly => return, // more when there is room
+                // Readable only from now on; bytes that already arrived are reported then.
+                conn::Sent::All => {
+                    registry.reregister(&mut SourceFd(&fd), Token(t), Interest::READABLE).is_ok()
+                }
+                conn::Sent::Failed => false,
+            };
+            if !writing {
+                if let Some(c) = self.idle.remove(&t) {
+                    let _ = registry.deregister(&mut SourceFd(&fd));
+                    c.stream.shutdown();
+                }
+            }
+            return;
+        }
+        if let Some(c) = self.idle.remove(&t) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+            self.shared.to_ready(c);
         }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.idle.values().filter_map(|c| c.conn.poll_timeout()).min()
+        self.idle.values().filter_map(deadline).min()
     }
 
     /// Closes idle connections past their keep-alive deadline; answers 408 to heads that stalled.
@@ -582,12 +637,16 @@ impl Poller {
         let expired: Vec<usize> = self
             .idle
             .iter()
-            .filter(|(_, c)| c.conn.poll_timeout().is_some_and(|d| d <= now))
+            .filter(|(_, c)| deadline(c).is_some_and(|d| d <= now))
             .map(|(&t, _)| t)
             .collect();
         for t in expired {
             let Some(mut c) = self.idle.remove(&t) else { continue };
             let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+            if !c.unsent.is_empty() {
+                c.stream.shutdown(); // a client that did not read its response in time
+                continue;
+            }
             c.conn.handle_timeout(now);
             if let Err(e) = c.conn.poll_event() {
                 let mut out = Vec::new();
@@ -598,4 +657,10 @@ impl Poller {
             c.stream.shutdown();
         }
     }
+}
+
+/// When the poller must act on an idle connection: while the rest of its response waits for
+/// room, its write deadline; otherwise the connection's own (keep-alive, a head that stalls).
+fn deadline(c: &Conn) -> Option<Instant> {
+    if c.unsent.is_empty() { c.conn.poll_timeout() } else { c.write_deadline }
 }

@@ -241,6 +241,8 @@ impl Application for Serialized {
                     matches!(late, Err(AppIoError::Usage(UsageError::BodyTooLong { .. }))),
                     "{late:?}"
                 );
+                // Nothing of the request is left to read, ended early or not.
+                assert!(job.io.read_body().unwrap().is_none());
                 job.io.send_end().unwrap();
                 continue;
             }
@@ -327,6 +329,67 @@ fn a_held_response_waits_for_no_application_code() {
     // a request.
     assert!(slow_done >= Duration::from_millis(500), "{slow_done:?}");
     assert!(prompt_done < Duration::from_millis(250), "{prompt_done:?} (slow {slow_done:?})");
+    server.handle().shutdown();
+    server.join(Duration::from_secs(5));
+}
+
+/// A client that sends requests and never reads its responses stalls no other client of an
+/// application that runs one thread at a time: the rest of a held response that its socket
+/// cannot take is written by the poller as room appears, not by an app thread that would wait
+/// on that client between requests (where no other thread is let in to serve).
+#[test]
+fn a_client_that_does_not_read_stalls_no_one() {
+    let (server, addr) = serve(serialized(Duration::from_micros(100)), 4);
+    let deaf = connect(addr);
+    rustix::net::sockopt::set_socket_recv_buffer_size(&deaf, 4096).unwrap();
+    deaf.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let deaf_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        let done = deaf_done.clone();
+        let sender = scope.spawn(move || {
+            // 4 KB responses, until both sockets' buffers are full and the server stops
+            // reading this client's requests (the write then times out).
+            let mut deaf = deaf;
+            let request = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "d".repeat(4000));
+            for _ in 0..20_000 {
+                if deaf.write_all(request.as_bytes()).is_err() {
+                    break;
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+            deaf
+        });
+        // Others keep requests waiting meanwhile (so responses are held), and go on for 300
+        // requests each once the deaf client's buffers are full.
+        let clients: Vec<_> = (0..4)
+            .map(|client| {
+                let done = deaf_done.clone();
+                scope.spawn(move || {
+                    let mut s = connect(addr);
+                    let mut after = 0;
+                    for i in 0..50_000 {
+                        let path = format!("/c{client}/r{i}");
+                        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                            .unwrap();
+                        let (_, body) = read_responses(&mut s, 1).remove(0);
+                        assert_eq!(body, format!("GET {path}\n").into_bytes());
+                        if done.load(Ordering::Relaxed) {
+                            after += 1;
+                            if after == 300 {
+                                return Instant::now();
+                            }
+                        }
+                    }
+                    panic!("the deaf client's buffers never filled");
+                })
+            })
+            .collect();
+        let finished: Vec<Instant> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        drop(sender.join().unwrap());
+        // Each read_responses allows 10 s; an app thread waiting on the deaf client would hold
+        // the others up for the I/O timeout (60 s).
+        assert_eq!(finished.len(), 4);
+    });
     server.handle().shutdown();
     server.join(Duration::from_secs(5));
 }

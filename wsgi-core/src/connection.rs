@@ -251,15 +251,19 @@ impl Connection {
             }
             Ok(None) if self.state.eof => Err(self.fail(ProtocolError::IncompleteHead)),
             Ok(None) => {
-                // Waiting for a head with nothing buffered: a buffer that grew for a body or a
-                // burst of pipelined requests is let go, so an idle connection costs its first
-                // few KiB again rather than the most it ever held.
-                if self.grown && self.buf.is_empty() {
-                    self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
-                    self.grown = false;
-                }
+                self.let_go_of_a_grown_buffer();
                 Ok(None)
             }
+        }
+    }
+
+    /// With nothing buffered, lets go of a buffer that grew for a body, a large read or a burst
+    /// of pipelined requests, so that an idle connection costs its first few KiB again rather
+    /// than the most it ever held.
+    fn let_go_of_a_grown_buffer(&mut self) {
+        if self.grown && self.buf.is_empty() {
+            self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
+            self.grown = false;
         }
     }
 
@@ -422,6 +426,8 @@ impl Connection {
             other => return Err(Self::not_sending(other)),
         };
         self.state.apply(Input::ResponseEnd { complete: result.is_ok(), now });
+        // A driver may hand the connection to wait for its next request without polling it.
+        self.let_go_of_a_grown_buffer();
         result
     }
 
@@ -549,6 +555,8 @@ mod tests {
         let response = ResponseHead::from_wsgi("204 No Content", [("X", "y")]).unwrap();
         conn.send_head(&response, &mut out).unwrap();
         conn.send_end(now, &mut out).unwrap();
+        // Already at the end, for a driver that hands the connection on without polling it.
+        assert_eq!(conn.buf.capacity(), INITIAL_BUFFER);
         assert!(conn.poll_event().unwrap().is_none());
         assert!(conn.is_idle());
         assert_eq!(conn.buf.capacity(), INITIAL_BUFFER);

@@ -86,10 +86,10 @@ pub fn recv_into(
 }
 
 /// After a read of `n` bytes was given to `conn`: if it filled [`READ_CHUNK`], the socket may
-/// hold more, and [`read_available`] takes it, so that what arrived together reaches the
-/// application as one body piece where it can (in the Python bridge, one release of the GIL per
-/// piece rather than one per read). A shorter read took all the socket held: reading on would
-/// only return `EAGAIN`, a system call per request.
+/// hold more, and [`read_available`] takes it for as long as the connection wants input (a
+/// connection stops wanting it once it buffers 64 KiB it has not reported, so after a full read
+/// into an empty buffer the rest waits for the next read). A shorter read took all the socket
+/// held: reading on would only return `EAGAIN`, a system call per request.
 pub fn read_rest(socket: impl AsFd, conn: &mut Connection, n: usize) {
     if n >= READ_CHUNK {
         read_available(socket, conn);
