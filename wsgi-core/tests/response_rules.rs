@@ -906,55 +906,14 @@ fn response_body_completes_with_the_framing() {
     const HEAD11: &[u8] = b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n";
     // rule, request, status, headers, complete after the head, chunks with complete after each
     type Row<'a> = (&'a str, &'a [u8], &'a str, Headers<'a>, bool, &'a [(&'a [u8], bool)]);
+    #[rustfmt::skip]
     let rows: &[Row<'_>] = &[
-        (
-            "Content-Length: complete once reached",
-            GET11,
-            "200 OK",
-            &[("Content-Length", "5")],
-            false,
-            &[(b"hel", false), (b"lo", true)],
-        ),
-        (
-            "Content-Length 0: complete at once",
-            GET11,
-            "200 OK",
-            &[("Content-Length", "0")],
-            true,
-            &[],
-        ),
-        (
-            "past the Content-Length: complete",
-            GET11,
-            "200 OK",
-            &[("Content-Length", "2")],
-            false,
-            &[(b"hello", true)],
-        ),
-        (
-            "chunked: the end writes the last chunk",
-            GET11,
-            "200 OK",
-            &[],
-            false,
-            &[(b"hello", false)],
-        ),
-        (
-            "close-delimited (HTTP/1.0): only the close ends it",
-            GET10,
-            "200 OK",
-            &[],
-            false,
-            &[(b"hello", false)],
-        ),
-        (
-            "HEAD: no body bytes go",
-            HEAD11,
-            "200 OK",
-            &[("Content-Length", "5")],
-            true,
-            &[(b"hello", true)],
-        ),
+        ("Content-Length: complete once reached", GET11, "200 OK", &[("Content-Length", "5")], false, &[(b"hel", false), (b"lo", true)]),
+        ("Content-Length 0: complete at once", GET11, "200 OK", &[("Content-Length", "0")], true, &[]),
+        ("past the Content-Length: complete", GET11, "200 OK", &[("Content-Length", "2")], false, &[(b"hello", true)]),
+        ("chunked: the end writes the last chunk", GET11, "200 OK", &[], false, &[(b"hello", false)]),
+        ("close-delimited (HTTP/1.0): only the close ends it", GET10, "200 OK", &[], false, &[(b"hello", false)]),
+        ("HEAD: no body bytes go", HEAD11, "200 OK", &[("Content-Length", "5")], true, &[(b"hello", true)]),
         ("204: no body", GET11, "204 No Content", &[], true, &[]),
         ("304: no body", GET11, "304 Not Modified", &[], true, &[]),
     ];
