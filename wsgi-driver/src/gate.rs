@@ -53,6 +53,8 @@ pub struct Gate {
     state: Mutex<State>,
     /// `state.short`, readable without the lock (for [`solo`](Gate::solo)).
     short: AtomicBool,
+    /// The recent requests averaged under [`STALL`] (for [`solo`](Gate::solo)).
+    prompt: AtomicBool,
     /// The watcher waits here.
     watch: Condvar,
     /// The other waiting threads wait here.
@@ -124,6 +126,7 @@ impl Gate {
             serialized: serialized && threads > 1,
             state: Mutex::new(State::default()),
             short: AtomicBool::new(false),
+            prompt: AtomicBool::new(false),
             watch: Condvar::new(),
             wait: Condvar::new(),
         }
@@ -134,15 +137,19 @@ impl Gate {
         if st.short { 2.min(self.threads) } else { 1 }
     }
 
-    /// Whether one holder takes the requests, which are not short: the application serializes
-    /// its threads and its recent requests averaged [`SHORT`] or more. The holder's own socket
-    /// writes then delay the next request: every write that wakes a sleeping client costs the
-    /// writer a wake-up (some 15 µs on a small VM), during which the application waits. A driver
-    /// can hold a finished response while more requests are waiting, to write several at once,
-    /// as adapter-std does.
+    /// Whether one holder takes the requests, which are prompt but not short: the application
+    /// serializes its threads and its recent requests averaged between [`SHORT`] and
+    /// [`STALL`]. The holder's own socket writes then delay the next request: every write that
+    /// wakes a sleeping client costs the writer a wake-up (some 15 µs on a small VM), during
+    /// which the application waits. A driver can hold a finished response while more requests
+    /// are waiting, to write several at once, as adapter-std does. Longer requests gain nothing
+    /// from that (the wake-up is a small part of them), while a held response waits and is lost
+    /// with the process if it dies.
     #[must_use]
     pub fn solo(&self) -> bool {
-        self.serialized && !self.short.load(Ordering::Relaxed)
+        self.serialized
+            && !self.short.load(Ordering::Relaxed)
+            && self.prompt.load(Ordering::Relaxed)
     }
 
     /// A place for one app thread.
@@ -272,6 +279,8 @@ impl Seat<'_> {
         let gate = self.gate;
         st.record(took);
         gate.short.store(st.short, Ordering::Relaxed);
+        let stall = u64::try_from(STALL.as_nanos()).unwrap_or(u64::MAX);
+        gate.prompt.store(st.recent_ns < stall, Ordering::Relaxed);
         let least = gate.least_holders(st);
         if self.holder && st.holders > least && prompt && st.others_serve(self.index, now) {
             st.holders -= 1;
@@ -459,11 +468,26 @@ mod tests {
 
     #[test]
     fn only_a_serializing_gate_with_threads_to_spare_is_ever_solo() {
-        // Before any request: requests are not yet short.
-        assert!(Gate::new(4, true).solo());
+        // Before any request: not yet known to be prompt.
+        assert!(!Gate::new(4, true).solo());
         // Every thread takes requests, or there is only one: nothing to hold a response for.
         assert!(!Gate::new(4, false).solo());
         assert!(!Gate::new(1, true).solo());
+    }
+
+    #[test]
+    fn requests_longer_than_a_stall_are_not_solo() {
+        let gate = Gate::new(4, true);
+        let mut jobs = 3;
+        let mut seat = gate.seat();
+        while seat.next(&mut || (jobs > 0).then(|| jobs -= 1)).is_some() {
+            thread::sleep(2 * STALL);
+        }
+        drop(seat);
+        let st = gate.lock();
+        assert!(st.recent_ns >= 2 * u64::try_from(STALL.as_nanos()).unwrap(), "{}", st.recent_ns);
+        drop(st);
+        assert!(!gate.solo());
     }
 
     #[test]
