@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use wsgi_core::{
-    AppIo, AppIoError, BodyEncoder, Connection, Environ, Event, Job, LastSent, ResponseHead,
-    ServerInfo, UsageError,
+    AppIo, AppIoError, BodyEncoder, Connection, Environ, Event, Job, ResponseHead, ServerInfo,
+    UsageError,
 };
 
 use rustix::net::RecvFlags;
@@ -112,13 +112,8 @@ impl Conn {
                     self.requests += 1;
                     let environ = Environ::new(head, &self.info);
                     let ex = Exchange::new(&environ, shared.config.access_log.as_ref());
-                    let io = StdIo {
-                        conn: Some(self),
-                        shared: shared.clone(),
-                        ex,
-                        end_follows: false,
-                        ended_early: None,
-                    };
+                    let io =
+                        StdIo { conn: Some(self), shared: shared.clone(), ex, ended_early: None };
                     return Step::Job(Job { environ, io: Box::new(io) });
                 }
                 // Body events before a request cannot happen: a drained body is not reported.
@@ -144,8 +139,6 @@ struct StdIo {
     conn: Option<Conn>,
     shared: Arc<Shared>,
     ex: Exchange,
-    /// Inside [`AppIo::send_last`]: its body piece can wait for the end, written with it.
-    end_follows: bool,
     /// The body's encoder, when the response was ended as soon as it was complete (see
     /// [`end_early`](Self::end_early)): the application's later body calls get its answers.
     ended_early: Option<BodyEncoder>,
@@ -275,7 +268,7 @@ impl AppIo for StdIo {
         let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
         if chunk.len() < IN_PLACE {
             let sent = self.ex.body(&mut c.conn, chunk);
-            if self.end_follows || self.end_early()? {
+            if self.end_early()? {
                 return Ok(sent?); // written with the end
             }
             let flushed = self.flush();
@@ -330,13 +323,6 @@ impl AppIo for StdIo {
         let flushed = self.flush();
         ended?;
         flushed
-    }
-
-    fn send_last(&mut self, chunk: &[u8]) -> Result<LastSent, AppIoError> {
-        self.end_follows = true;
-        let body = self.send_body(chunk);
-        self.end_follows = false;
-        LastSent::after_body(body, || self.send_end())
     }
 
     fn abort(&mut self) {

@@ -154,6 +154,11 @@ impl Shared {
     /// Hands a busy connection to the poller to wait for its next bytes.
     pub(crate) fn to_idle(&self, c: Conn) {
         self.busy.fetch_sub(1, Ordering::AcqRel);
+        self.to_poller(c);
+    }
+
+    /// Hands a connection no app thread counts as busy to the poller.
+    fn to_poller(&self, c: Conn) {
         if self.idle_tx.send(c).is_ok() {
             let _ = self.waker.wake();
         }
@@ -226,18 +231,16 @@ impl Shared {
             return None;
         }
         let count = self.listeners.read().unwrap_or_else(PoisonError::into_inner).len();
-        (0..count).find_map(|i| match self.accept(i) {
-            Some((c, true)) => {
+        (0..count).find_map(|i| {
+            let (c, deferred) = self.accept(i)?;
+            if deferred {
                 self.busy.fetch_add(1, Ordering::AcqRel);
                 Some(c)
-            }
-            // Its request may still be on the way: the poller waits for it.
-            Some((c, false)) => {
-                self.busy.fetch_add(1, Ordering::AcqRel);
-                self.to_idle(c);
+            } else {
+                // Its request may still be on the way: the poller waits for it.
+                self.to_poller(c);
                 None
             }
-            None => None,
         })
     }
 

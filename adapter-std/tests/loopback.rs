@@ -200,11 +200,11 @@ fn large_bodies_and_bodies_past_their_length() {
 
 /// An application that runs one thread at a time, as Python does: each request holds a global
 /// lock while it spins for `spin` (long enough that one app thread serves alone, and finished
-/// responses are held back while other requests wait), then answers its path with
-/// `send_last`. `/slow` sleeps 500 ms before its answer, `/linger` 500 ms after it (as a slow
-/// `close()` would), and `/linger-body` 500 ms between its whole body and its end (as a result
-/// iterable's code after its last item would); paths ending in `-iter` send the body and the end
-/// in two calls too, without the sleep.
+/// responses are held back while other requests wait), then answers its path: its body, then its
+/// end. `/slow` sleeps 500 ms before its answer, `/linger` 500 ms after it (as a slow `close()`
+/// would), and `/linger-body` 500 ms between its body and its end (as a result iterable's code
+/// after its last item would); `/linger-body` and paths ending in `-iter` also check what a chunk
+/// past the Content-Length and a body read get after the body.
 struct Serialized {
     lock: std::sync::Mutex<()>,
     spin: Duration,
@@ -229,26 +229,21 @@ impl Application for Serialized {
             let head =
                 ResponseHead::from_wsgi("200 OK", [("Content-Length", length.as_str())]).unwrap();
             job.io.send_head(&head).unwrap();
+            job.io.send_body(body.as_bytes()).unwrap();
+            if path == "/linger-body" {
+                std::thread::sleep(Duration::from_millis(500));
+            }
             if path == "/linger-body" || path.ends_with("-iter") {
-                // As a result iterable does: the body, more code, then the end. A chunk past
-                // the Content-Length gets what the connection says of it, ended early or not.
-                job.io.send_body(body.as_bytes()).unwrap();
-                if path == "/linger-body" {
-                    std::thread::sleep(Duration::from_millis(500));
-                }
+                // A chunk past the Content-Length gets what the connection says of it, and
+                // nothing of the request is left to read, whether the response ended early or not.
                 let late = job.io.send_body(b"x");
                 assert!(
                     matches!(late, Err(AppIoError::Usage(UsageError::BodyTooLong { .. }))),
                     "{late:?}"
                 );
-                // Nothing of the request is left to read, ended early or not.
                 assert!(job.io.read_body().unwrap().is_none());
-                job.io.send_end().unwrap();
-                continue;
             }
-            let last = job.io.send_last(body.as_bytes()).unwrap();
-            last.body.unwrap();
-            last.end.unwrap();
+            job.io.send_end().unwrap();
             if path == "/linger" {
                 std::thread::sleep(Duration::from_millis(500));
             }
@@ -275,7 +270,7 @@ fn held_responses_all_arrive_whole_and_in_order() {
             scope.spawn(move || {
                 let mut s = connect(addr);
                 for i in 0..40 {
-                    // Every other one answered by send_body then send_end (see Serialized).
+                    // Every other one also checks the calls after its body (see Serialized).
                     let how = if i % 2 == 1 { "-iter" } else { "" };
                     let path = format!("/c{client}/r{i}{how}");
                     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())

@@ -106,51 +106,6 @@ impl From<UsageError> for AppIoError {
     }
 }
 
-/// What [`AppIo::send_last`] did once it ended the response.
-#[derive(Debug)]
-#[must_use]
-pub struct LastSent {
-    /// The body's result: `Ok`, or [`UsageError::BodyTooLong`] (the excess was dropped).
-    pub body: Result<(), AppIoError>,
-    /// The end's result, as [`AppIo::send_end`] returns it.
-    pub end: Result<(), AppIoError>,
-}
-
-impl LastSent {
-    /// Finishes [`AppIo::send_last`] once its body piece was sent with the result `body`: calls
-    /// `end` (the driver's [`send_end`](AppIo::send_end)) unless the body failed for another
-    /// reason than [`UsageError::BodyTooLong`], and returns the two results. For drivers that
-    /// override `send_last`.
-    ///
-    /// ```
-    /// use wsgi_core::{AppIoError, LastSent, UsageError};
-    /// let too_long = AppIoError::Usage(UsageError::BodyTooLong { declared: 2 });
-    /// let mut ends = 0;
-    /// let last = LastSent::after_body(Ok(()), || { ends += 1; Ok(()) }).unwrap();
-    /// assert!(last.body.is_ok() && last.end.is_ok());
-    /// let last = LastSent::after_body(Err(too_long), || { ends += 1; Ok(()) }).unwrap();
-    /// assert!(last.body.is_err() && last.end.is_ok());
-    /// let gone = LastSent::after_body(Err(AppIoError::Disconnected), || { ends += 1; Ok(()) });
-    /// assert!(matches!(gone, Err(AppIoError::Disconnected)));
-    /// assert_eq!(ends, 2, "the end is sent unless the body failed otherwise");
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// `body`'s error when the response is not to be ended.
-    pub fn after_body(
-        body: Result<(), AppIoError>,
-        end: impl FnOnce() -> Result<(), AppIoError>,
-    ) -> Result<LastSent, AppIoError> {
-        match body {
-            Ok(()) | Err(AppIoError::Usage(UsageError::BodyTooLong { .. })) => {
-                Ok(LastSent { body, end: end() })
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
 /// The connection as seen from an app thread: blocking calls, each of which may wait on the
 /// client (a slow upload, a slow reader). Implemented by each driver.
 pub trait AppIo: Send {
@@ -201,21 +156,6 @@ pub trait AppIo: Send {
     /// [`AppIoError::Disconnected`], or [`AppIoError::Usage`] if the body fell short of its
     /// Content-Length (the connection is then closed).
     fn send_end(&mut self) -> Result<(), AppIoError>;
-
-    /// Sends `chunk` as the last piece of the body and ends the response, with nothing run in
-    /// between: [`send_body`](Self::send_body), then [`send_end`](Self::send_end) unless the
-    /// body failed for another reason than [`UsageError::BodyTooLong`] (the chunk passed the
-    /// Content-Length; its excess is dropped and the response is complete). Returns the two
-    /// results. A driver may then write the rest of the response at once, or, as adapter-std
-    /// does while other requests wait, hand it to another thread to write.
-    ///
-    /// # Errors
-    ///
-    /// The body's error when the response was not ended (as [`send_body`](Self::send_body)).
-    fn send_last(&mut self, chunk: &[u8]) -> Result<LastSent, AppIoError> {
-        let body = self.send_body(chunk);
-        LastSent::after_body(body, || self.send_end())
-    }
 
     /// Ends the exchange without completing the response: the application failed after the
     /// head was sent, so the client must see the connection close rather than a clean end.

@@ -92,7 +92,7 @@ mod response;
 mod state;
 mod tokenize;
 
-pub use app::{AppIo, AppIoError, Application, Job, JobSource, LastSent};
+pub use app::{AppIo, AppIoError, Application, Job, JobSource};
 pub use config::Config;
 pub use connection::{Connection, Event};
 pub use date::HttpDate;

@@ -51,10 +51,9 @@ pub struct Gate {
     /// `false`: every thread takes requests whenever it is free (the gate does nothing).
     serialized: bool,
     state: Mutex<State>,
-    /// `state.short`, readable without the lock (for [`solo`](Gate::solo)).
-    short: AtomicBool,
-    /// The recent requests averaged under [`STALL`] (for [`solo`](Gate::solo)).
-    prompt: AtomicBool,
+    /// The recent requests are prompt but not short (see [`solo`](Gate::solo)), readable
+    /// without the lock.
+    prompt_not_short: AtomicBool,
     /// The watcher waits here.
     watch: Condvar,
     /// The other waiting threads wait here.
@@ -125,8 +124,7 @@ impl Gate {
             threads: threads.max(1),
             serialized: serialized && threads > 1,
             state: Mutex::new(State::default()),
-            short: AtomicBool::new(false),
-            prompt: AtomicBool::new(false),
+            prompt_not_short: AtomicBool::new(false),
             watch: Condvar::new(),
             wait: Condvar::new(),
         }
@@ -147,9 +145,7 @@ impl Gate {
     /// with the process if it dies.
     #[must_use]
     pub fn solo(&self) -> bool {
-        self.serialized
-            && !self.short.load(Ordering::Relaxed)
-            && self.prompt.load(Ordering::Relaxed)
+        self.serialized && self.prompt_not_short.load(Ordering::Relaxed)
     }
 
     /// A place for one app thread.
@@ -278,9 +274,8 @@ impl Seat<'_> {
         let prompt = took < STALL;
         let gate = self.gate;
         st.record(took);
-        gate.short.store(st.short, Ordering::Relaxed);
         let stall = u64::try_from(STALL.as_nanos()).unwrap_or(u64::MAX);
-        gate.prompt.store(st.recent_ns < stall, Ordering::Relaxed);
+        gate.prompt_not_short.store(!st.short && st.recent_ns < stall, Ordering::Relaxed);
         let least = gate.least_holders(st);
         if self.holder && st.holders > least && prompt && st.others_serve(self.index, now) {
             st.holders -= 1;

@@ -28,7 +28,7 @@ pub mod rt;
 pub use exchange::{BodyStep, Exchange};
 pub use gate::{Gate, SHORT, STALL, Seat};
 pub use read::{
-    HAND_OVER, READ_CHUNK, hand_over, read_available, read_rest, recv_into, with_read_vec,
+    HAND_OVER, READ_CHUNK, detach, hand_over, read_available, read_rest, recv_into, with_read_vec,
 };
 
 /// How a server runs: the same fields for every adapter.

@@ -53,6 +53,29 @@ pub fn hand_over(conn: &mut Connection, buf: &mut Vec<u8>, now: Instant) {
     }
 }
 
+/// The bytes read into `buf` as a `Vec` of their own, for another thread to [`hand_over`]: by
+/// the same rule, `buf` itself (taken) when they are many, a copy when few.
+pub fn detach(buf: &mut Vec<u8>) -> Vec<u8> {
+    if buf.len() >= HAND_OVER { std::mem::take(buf) } else { buf.clone() }
+}
+
+/// One `recv` from `socket` into `buf`'s spare room (it grows by what arrived; `flags` as for
+/// [`recv_into`]); interrupted calls are retried. Returns the number of bytes, 0 at the end of
+/// the stream.
+pub(crate) fn recv_spare(
+    socket: impl AsFd,
+    buf: &mut Vec<u8>,
+    flags: RecvFlags,
+) -> Result<usize, Errno> {
+    loop {
+        match rustix::net::recv(&socket, spare_capacity(buf), flags) {
+            Ok((n, _)) => return Ok(n),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Receives once from `socket` into this thread's read buffer and gives what arrived to `conn`
 /// ([`hand_over`]); `flags` is [`RecvFlags::DONTWAIT`] for a look that does not wait, or empty
 /// to wait as the socket does. Interrupted calls are retried. Returns the number of bytes: 0 at
@@ -68,13 +91,7 @@ pub fn recv_into(
     flags: RecvFlags,
 ) -> Result<usize, Errno> {
     with_read_vec(|buf| {
-        let n = loop {
-            match rustix::net::recv(&socket, spare_capacity(buf), flags) {
-                Ok((n, _)) => break n,
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(e),
-            }
-        };
+        let n = recv_spare(&socket, buf, flags)?;
         let now = Instant::now();
         if n == 0 {
             conn.handle_eof(now);

@@ -281,17 +281,22 @@ impl Exchange {
             if let Some(head) = &head {
                 io.send_head(head)?;
             }
-            // As after send_chunk, past the Content-Length the excess is dropped and the
-            // response ends (PEP 3333 lets a server stop there; only write() is told, by an
-            // error).
-            io.send_last(chunk)
+            let body = io.send_body(chunk);
+            match body {
+                // As after send_chunk: the excess is dropped and the response ends (PEP 3333
+                // lets a server stop at the Content-Length; only write() is told, by an error).
+                Ok(()) | Err(AppIoError::Usage(UsageError::BodyTooLong { .. })) => {
+                    Ok((body, io.send_end()))
+                }
+                Err(e) => Err(e),
+            }
         });
-        let last = match sent {
-            Ok(last) => last,
+        let (body, ended) = match sent {
+            Ok(results) => results,
             Err(e) => return self.io_result(Err(e)).map(|()| true),
         };
-        self.io_result(last.body)?;
-        self.record_end(last.end);
+        self.io_result(body)?;
+        self.record_end(ended);
         Ok(true)
     }
 

@@ -12,8 +12,8 @@ use wsgi_core::{Connection, Environ, Event};
 
 use super::io::{Down, Line, Link, Up, Work, job, link};
 use super::{Accepted, Active, Direction, FRESH_GRACE, Runtime, Socket, server_info};
-use crate::{HAND_OVER, http_date, recv_into, with_read_vec};
-use rustix::buffer::spare_capacity;
+use crate::read::recv_spare;
+use crate::{detach, http_date, recv_into, with_read_vec};
 
 /// An armed timer.
 type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -253,14 +253,10 @@ fn read_into<S: Socket>(socket: &S, conn: &mut Connection, eof: &mut bool) -> io
 /// Reads what the socket has, waiting for readiness at most `timeout` at a time.
 async fn read_some<R: Runtime, S: Socket>(runtime: &R, socket: &S, timeout: Duration) -> Down {
     loop {
-        // A large read goes up in the buffer it was read into; a small one as a copy.
         let read = with_read_vec(|buf| {
-            socket.try_io(Direction::Read, || recv(socket, buf))?;
-            Ok::<_, io::Error>(if buf.len() >= HAND_OVER {
-                std::mem::take(buf)
-            } else {
-                buf.clone()
-            })
+            let flags = rustix::net::RecvFlags::DONTWAIT;
+            socket.try_io(Direction::Read, || Ok(recv_spare(socket, buf, flags)?))?;
+            Ok::<_, io::Error>(detach(buf))
         });
         match read {
             Ok(bytes) if bytes.is_empty() => return Down::Eof,
@@ -335,18 +331,6 @@ async fn ready<R: Runtime, S: Socket>(
         false
     })
     .await
-}
-
-/// One non-blocking `recv` into `buf`'s spare room (it grows by what arrived); interrupted
-/// calls are retried.
-pub(super) fn recv(socket: &impl std::os::fd::AsFd, buf: &mut Vec<u8>) -> io::Result<usize> {
-    loop {
-        match rustix::net::recv(socket, spare_capacity(buf), rustix::net::RecvFlags::DONTWAIT) {
-            Ok((n, _)) => return Ok(n),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// One non-blocking `send` (no SIGPIPE); interrupted calls are retried.
