@@ -88,12 +88,15 @@ impl Conn {
         sent
     }
 
-    /// Reads what the socket has without blocking and returns the next request, if any.
+    /// Returns the next request, if any: from what is buffered (a pipelined request, or bytes
+    /// the poller read), else from what the socket has, read without blocking.
     pub(crate) fn advance(mut self, shared: &Arc<Shared>) -> Step {
         // MSG_DONTWAIT: these reads alone do not block; the socket stays blocking for the body
         // reads and writes of the request (no mode switches per request). A socket error reads
-        // as the end of the stream: what arrived before it is still answered.
-        let received = read_available(&self.stream, &mut self.conn);
+        // as the end of the stream: what arrived before it is still answered. With bytes
+        // buffered already, the read waits until they turn out not to hold a whole head.
+        let mut read = self.conn.is_idle();
+        let received = !read || read_available(&self.stream, &mut self.conn);
         // During a shutdown what arrives is answered with `Connection: close`; a connection
         // that received nothing (a spurious wake-up) is left to the poller, which gives a fresh
         // one its moment and closes a kept-alive one.
@@ -120,6 +123,10 @@ impl Conn {
                 Ok(Some(Event::Body(_) | Event::EndOfBody)) => {}
                 Ok(Some(Event::Closed)) => return Step::Closed,
                 Ok(None) if self.conn.is_closed() => return Step::Closed,
+                Ok(None) if !read => {
+                    read = true;
+                    read_available(&self.stream, &mut self.conn);
+                }
                 Ok(None) => return Step::Idle(Box::new(self)),
                 Err(e) => {
                     let mut out = Vec::new();

@@ -11,8 +11,12 @@
 //!                       └──────▶ ready queue ──────▶  read what it has (non-blocking);
 //!   deadlines: keep-alive idle close,                 a complete head → Job for the app;
 //!   408 for a head that stalls               ◀──────  otherwise back to the poller
-//!                        ◀── after the response: idle again (or ready, if pipelined)
+//!                        ◀── after the response: idle again (see below)
 //! ```
+//!
+//! After its response a connection goes back to the ready queue: under load its next request
+//! has usually arrived by the time an app thread takes it, and one read costs less than the
+//! poller's round trip; when it has not, the thread hands it to the poller.
 //!
 //! On Linux a TCP listener sets `TCP_DEFER_ACCEPT`: the kernel queues a connection for `accept`
 //! only once its first bytes have arrived, so the poller hands a new connection straight to the
@@ -36,7 +40,9 @@
 //! response is ended as soon as its body is complete and its last bytes are held for the poller
 //! to write, several at a time, so that the thread running the application does not pay each
 //! client's wake-up; what a slow reader's socket cannot take is written by the poller as room
-//! appears (within the I/O timeout), never by an app thread between requests.
+//! appears (within the I/O timeout), never by an app thread between requests. The connections
+//! then wait in the poller, which reads each next request before it hands the connection over:
+//! while requests wait, the one thread running the application does no socket I/O at all.
 //!
 //! # Example
 //!
@@ -77,8 +83,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use wsgi_core::{Application, Connection, HttpDate, ServerInfo};
 
 pub use net::Listener;
-use wsgi_driver::Gate;
 pub use wsgi_driver::{AccessLog, AccessRecord, ServerConfig};
+use wsgi_driver::{Gate, read_available};
 
 use conn::{Conn, Step};
 use net::Stream;
@@ -134,14 +140,28 @@ impl Shared {
         wsgi_driver::http_date()
     }
 
-    /// Takes back a connection after its response: to an app thread at once if the next request
-    /// is already buffered, else to the poller to wait for it.
+    /// Takes back a connection after its response. While one app thread takes the requests
+    /// ([`Gate::solo`]), one with nothing buffered goes to the poller, which reads the next
+    /// request for that thread ([`read_for`](Self::read_for)). Otherwise it goes back to the
+    /// app threads, which look for the next request at once: under load it has usually arrived
+    /// by the time a thread takes the connection, and a read costs less than the poller's round
+    /// trip (two `epoll_ctl`, a wake-up). When it has not, that thread hands it to the poller.
     pub(crate) fn ready(&self, c: Conn) {
-        if c.conn.is_idle() {
+        if c.conn.is_idle() && self.gate.solo() {
             self.to_idle(c);
         } else {
             // Still busy: it goes straight back to the app threads, not through the poller.
             let _ = self.ready_tx.send(c);
+        }
+    }
+
+    /// Reads, in the poller, what a connection it hands to the app threads has received, when
+    /// one app thread takes the requests ([`Gate::solo`]): that thread then finds the request
+    /// buffered ([`Conn::advance`]), and the application, which waits for it, waits for no
+    /// read. The poller runs beside it, on a core that has room.
+    fn read_for(&self, c: &mut Conn) {
+        if self.gate.solo() {
+            read_available(&c.stream, &mut c.conn);
         }
     }
 
@@ -244,30 +264,52 @@ impl Shared {
         })
     }
 
-    /// Writes the held responses without waiting. What a client slow to read leaves goes to the
-    /// poller, which writes it as room appears (no app thread waits on that client: one that
-    /// did, between requests, would stall an application that runs one thread at a time).
-    fn write_held(&self) {
+    /// Writes the held responses without waiting; returns the connections that go back to the
+    /// poller (no longer counted busy), for the caller to hand over: the poller adds them
+    /// itself, an app thread sends them with one wake-up for them all. What a client slow to
+    /// read leaves is among them: the poller writes it as room appears (no app thread waits on
+    /// that client: one that did, between requests, would stall an application that runs one
+    /// thread at a time).
+    #[must_use]
+    fn write_held(&self) -> Vec<Conn> {
         let conns = {
             let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
             if held.conns.is_empty() {
-                return;
+                return Vec::new();
             }
             held.woken = false;
             std::mem::take(&mut held.conns)
         };
+        let mut back = Vec::new();
         for mut c in conns {
             match c.send_unsent() {
-                conn::Sent::All => self.ready(c),
+                // Still busy (a pipelined request is buffered): straight to the app threads.
+                conn::Sent::All if !c.conn.is_idle() => {
+                    let _ = self.ready_tx.send(c);
+                }
+                conn::Sent::All => back.push(c),
                 conn::Sent::Partly => {
                     c.write_deadline = Some(Instant::now() + self.config.io_timeout);
-                    self.to_idle(c);
+                    back.push(c);
                 }
                 conn::Sent::Failed => {
                     c.stream.shutdown();
                     self.done();
                 }
             }
+        }
+        self.busy.fetch_sub(back.len(), Ordering::AcqRel);
+        back
+    }
+
+    /// [`write_held`](Self::write_held) on an app thread.
+    fn write_held_here(&self) {
+        let mut sent = false;
+        for c in self.write_held() {
+            sent |= self.idle_tx.send(c).is_ok();
+        }
+        if sent {
+            let _ = self.waker.wake();
         }
     }
 }
@@ -393,7 +435,7 @@ fn app_thread<A: Application>(
             if ready_rx.is_empty() {
                 // Nothing else to do: this thread writes what it held, and takes a new
                 // connection itself if one waits.
-                shared.write_held();
+                shared.write_held_here();
                 accepted = shared.accept_waiting();
             }
             let c = match accepted {
@@ -521,7 +563,9 @@ impl Poller {
                     Token(t) => self.ready(t),
                 }
             }
-            self.shared.write_held();
+            for c in self.shared.write_held() {
+                self.add_idle(c);
+            }
             while let Ok(c) = self.idle_rx.try_recv() {
                 self.add_idle(c);
             }
@@ -569,8 +613,10 @@ impl Poller {
     fn accept(&mut self, i: usize) {
         while let Some((c, deferred)) = self.shared.accept(i) {
             if deferred {
-                // Its first bytes have arrived: straight to an app thread, which reads them
-                // (and hands the connection back here if they are not a whole head yet).
+                // Its first bytes have arrived: straight to an app thread (which hands the
+                // connection back here if they are not a whole head yet).
+                let mut c = c;
+                self.shared.read_for(&mut c);
                 self.shared.to_ready(c);
             } else {
                 self.add_idle(c);
@@ -583,13 +629,13 @@ impl Poller {
             c.stream.shutdown();
             return;
         }
-        let token = self.next_token;
-        self.next_token = self.next_token.wrapping_add(1).max(self.listeners);
         let interest = if c.unsent.is_empty() {
             Interest::READABLE
         } else {
             Interest::READABLE | Interest::WRITABLE
         };
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1).max(self.listeners);
         let registered = self.poll.registry().register(
             &mut SourceFd(&c.stream.as_raw_fd()),
             Token(token),
@@ -625,8 +671,9 @@ impl Poller {
             }
             return;
         }
-        if let Some(c) = self.idle.remove(&t) {
+        if let Some(mut c) = self.idle.remove(&t) {
             let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+            self.shared.read_for(&mut c);
             self.shared.to_ready(c);
         }
     }

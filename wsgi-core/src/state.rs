@@ -184,6 +184,12 @@ impl State {
                     self.keep_alive = false;
                 }
                 self.last_now = now;
+                if matches!(&self.read, Read::Body { decoder, .. } if decoder.is_done()) {
+                    // Nothing of the body is left (there was none, or the application did not
+                    // ask for its end): the cycle can end now, so the connection is idle
+                    // without another poll.
+                    self.read = Read::Done;
+                }
                 if let Read::Body { drain, .. } = &mut self.read {
                     // The application did not read the whole body: discard the rest (bounded by
                     // DRAIN_LIMIT) to find the next request, or close.

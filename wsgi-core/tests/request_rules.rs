@@ -1220,6 +1220,50 @@ fn unread_body_drained_as_it_arrives() {
     assert_eq!(head.target(), b"/next");
 }
 
+/// A response that ends with nothing of the request body left to come ends the cycle at once:
+/// the connection is idle (or closed) without another `poll_event`, so a driver can hand it
+/// to whatever waits for the next request. One with a body still to drain is not idle.
+#[test]
+fn a_response_ends_the_cycle_when_no_body_is_left() {
+    let now = Instant::now();
+    // request bytes, how many events the application takes before answering, then whether
+    // the connection is idle and closed right after the response's end
+    #[rustfmt::skip]
+    let rows: &[(Vec<u8>, usize, bool, bool)] = &[
+        // No body: idle once answered.
+        (get(b""), 1, true, false),
+        (post(b"Content-Length: 0\r\n", b""), 1, true, false),
+        // A body read to its last byte, its end not asked for: idle.
+        (post(b"Content-Length: 5\r\n", b"hello"), 2, true, false),
+        // A body read with its end: idle.
+        (post(b"Content-Length: 5\r\n", b"hello"), 3, true, false),
+        (chunked(b"5\r\nhello\r\n0\r\n\r\n"), 3, true, false),
+        // A body left unread (received or not): drained first, so not idle yet.
+        (post(b"Content-Length: 5\r\n", b"hello"), 1, false, false),
+        (post(b"Content-Length: 5\r\n", b"he"), 1, false, false),
+        (chunked(b"5\r\nhello\r\n0\r\n\r\n"), 2, false, false),
+        // HTTP/1.0 without keep-alive: closed, not idle.
+        (get10(b""), 1, false, true),
+    ];
+    for (input, taken, idle, closed) in rows {
+        let row = format!("{} after {taken} events", name(input));
+        let mut conn = Connection::new(Config::default(), now);
+        conn.handle_input(input, now);
+        for _ in 0..*taken {
+            assert!(matches!(conn.poll_event(), Ok(Some(_))), "{row}");
+        }
+        let mut out = Vec::new();
+        respond(&mut conn, now, &mut out);
+        assert_eq!(conn.is_idle(), *idle, "{row}: idle");
+        assert_eq!(conn.is_closed(), *closed, "{row}: closed");
+        if *idle {
+            assert!(conn.wants_read(), "{row}: wants the next request");
+            conn.handle_input(&get(b""), now);
+            assert!(matches!(conn.poll_event(), Ok(Some(Event::Request(_)))), "{row}: next");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // PROXY protocol before the first request (Config::proxy_protocol)
 // ---------------------------------------------------------------------------------------------
