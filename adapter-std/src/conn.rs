@@ -12,7 +12,7 @@ use wsgi_core::{
 };
 
 use rustix::net::RecvFlags;
-use wsgi_driver::{BodyStep, Exchange, read_available, read_rest, recv_into};
+use wsgi_driver::{BodyStep, Exchange, in_io, read_available, read_rest, recv_into};
 
 use crate::Shared;
 use crate::net::Stream;
@@ -224,7 +224,7 @@ impl StdIo {
             return Ok(());
         }
         let Some(c) = self.conn.as_mut() else { return Err(handed_back()) };
-        let written = write_all_vectored(&mut c.stream, &self.ex.out, tail);
+        let written = in_io(|| write_all_vectored(&mut c.stream, &self.ex.out, tail));
         self.ex.out.clear();
         written.map_err(|_| {
             c.conn.abort();
@@ -251,11 +251,15 @@ impl AppIo for StdIo {
                 }
                 // A wait bounded by the socket's read timeout (past it, the client is lost).
                 Ok(BodyStep::NeedInput) => {
-                    match recv_into(&c.stream, &mut c.conn, RecvFlags::empty()) {
-                        Ok(0) => {} // the connection was told
-                        // What else has arrived makes the same piece.
-                        Ok(n) => read_rest(&c.stream, &mut c.conn, n),
-                        Err(_) => return Err(AppIoError::Disconnected),
+                    let received = in_io(|| {
+                        let n = recv_into(&c.stream, &mut c.conn, RecvFlags::empty())?;
+                        // What else has arrived makes the same piece (n = 0: the connection
+                        // was told).
+                        read_rest(&c.stream, &mut c.conn, n);
+                        Ok::<_, rustix::io::Errno>(())
+                    });
+                    if received.is_err() {
+                        return Err(AppIoError::Disconnected);
                     }
                 }
             }
@@ -305,7 +309,7 @@ impl AppIo for StdIo {
         self.flush()?;
         if external.send > 0 {
             let c = self.conn()?;
-            let sent = copy_file(file, offset, external.send, &c.stream);
+            let sent = in_io(|| copy_file(file, offset, external.send, &c.stream));
             if sent != Ok(external.send) {
                 // A write failed, or the file shrank: the body cannot be completed.
                 c.conn.abort();

@@ -19,7 +19,11 @@
 //! writing the response), instead of one thread doing both in turn. Measured with the hello app
 //! and 32 connections: adapter-std 114k → 129k requests/s, smol 109k → 133k; with Flask (some
 //! 60 µs of Python a request) a second holder only passes the GIL back and forth (−20 %), so the
-//! pair forms only while the recent requests averaged under [`SHORT`].
+//! pair forms only while the recent requests averaged under [`SHORT`]. What counts is a
+//! request's time less the time it spent in the driver's socket I/O ([`in_io`]), during which
+//! the GIL is free: a 64 KiB upload spends most of its time reading the body, and a second
+//! holder runs Python meanwhile (adapter-std, c=8, the pair forced against one holder: 34–37k
+//! → 41–45k requests/s); by wall time alone it counted as long, or swung between the two.
 //!
 //! One waiting thread, the *watcher*, checks every [`STALL`] while requests run; the others
 //! sleep until the watcher becomes a holder and hands its role on. With no request running,
@@ -27,6 +31,7 @@
 //!
 //! [`Application::serializes_threads`]: wsgi_core::Application::serializes_threads
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -42,6 +47,24 @@ pub const SHORT: Duration = Duration::from_micros(20);
 /// How often the watcher looks while a holder is free to take requests (it then only needs to
 /// notice that this changed).
 const RELAXED: Duration = Duration::from_millis(16);
+
+thread_local! {
+    /// The time the request this thread serves has spent in [`in_io`] so far.
+    static IO_TIME: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// Runs `f`, socket I/O of the request this thread serves (a body read, a response write),
+/// and counts its time as I/O: time in which the thread does not run the application, so
+/// that an application that serializes its threads can run another's meanwhile. A [`Seat`]
+/// judges a request by its time less this (see the module docs). Call it around the driver's
+/// I/O only, never around the application's own code.
+pub fn in_io<T>(f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let result = f();
+    let took = start.elapsed();
+    IO_TIME.with(|io| io.set(io.get().saturating_add(took)));
+    result
+}
 
 /// Admits an application's threads to take requests (see the module docs).
 #[derive(Debug)]
@@ -257,6 +280,7 @@ impl Seat<'_> {
             return None;
         };
         st.started[self.index] = Some(Instant::now());
+        IO_TIME.with(|io| io.set(Duration::ZERO));
         // A request runs: a watcher asleep (none did) starts watching.
         if std::mem::take(&mut st.watcher_asleep) {
             gate.watch.notify_one();
@@ -273,7 +297,7 @@ impl Seat<'_> {
         let took = now.saturating_duration_since(started);
         let prompt = took < STALL;
         let gate = self.gate;
-        st.record(took);
+        st.record(took.saturating_sub(IO_TIME.with(Cell::take)));
         let stall = u64::try_from(STALL.as_nanos()).unwrap_or(u64::MAX);
         gate.prompt_not_short.store(!st.short && st.recent_ns < stall, Ordering::Relaxed);
         let least = gate.least_holders(st);
@@ -410,11 +434,11 @@ mod tests {
         assert!(!st.short, "{} ns: the pair forms again only under SHORT", st.recent_ns);
     }
 
-    /// Two threads; the first serves requests that each take `took` and then waits for more.
-    /// Whether the second becomes a holder with no request running: the pair forms after short
-    /// requests, never after longer ones (there the second waits until a request stalls). Also
-    /// returns what [`Gate::solo`] said then.
-    fn second_holder_after(took: Duration) -> (usize, bool) {
+    /// Two threads; the first serves requests that each take `took` (in [`in_io`] if `io`) and
+    /// then waits for more. Whether the second becomes a holder with no request running: the
+    /// pair forms after short requests, never after longer ones (there the second waits until
+    /// a request stalls). Also returns what [`Gate::solo`] said then.
+    fn second_holder_after(took: Duration, io: bool) -> (usize, bool) {
         let _timed = timed();
         let gate = Arc::new(Gate::new(2, true));
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -428,9 +452,16 @@ mod tests {
             let mut seat = gate.seat();
             let mut served = 0;
             while seat.next(&mut || rx.recv().ok()).is_some() {
-                let start = Instant::now();
-                while start.elapsed() < took {
-                    std::hint::spin_loop();
+                let spin = || {
+                    let start = Instant::now();
+                    while start.elapsed() < took {
+                        std::hint::spin_loop();
+                    }
+                };
+                if io {
+                    in_io(spin)
+                } else {
+                    spin()
                 }
                 served += 1;
             }
@@ -456,9 +487,22 @@ mod tests {
 
     #[test]
     fn short_requests_bring_in_a_second_holder_and_longer_prompt_ones_do_not() {
-        assert_eq!(second_holder_after(Duration::ZERO), (2, false));
+        assert_eq!(second_holder_after(Duration::ZERO, false), (2, false));
         // Prompt (under STALL) but not short: one holder serves them all.
-        assert_eq!(second_holder_after(4 * SHORT), (1, true));
+        assert_eq!(second_holder_after(4 * SHORT, false), (1, true));
+    }
+
+    #[test]
+    fn time_in_io_does_not_make_a_request_long() {
+        // The same requests, their time spent in the driver's I/O: short, so a pair.
+        assert_eq!(second_holder_after(4 * SHORT, true), (2, false));
+        // The count is per request: the next one starts from nothing.
+        in_io(|| thread::sleep(4 * SHORT));
+        assert!(IO_TIME.with(Cell::get) >= 4 * SHORT);
+        let gate = Gate::new(2, true);
+        let mut seat = gate.seat();
+        assert_eq!(seat.next(&mut || Some(())), Some(()));
+        assert_eq!(IO_TIME.with(Cell::get), Duration::ZERO);
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod read;
 pub mod rt;
 
 pub use exchange::{BodyStep, Exchange};
-pub use gate::{Gate, SHORT, STALL, Seat};
+pub use gate::{Gate, SHORT, STALL, Seat, in_io};
 pub use read::{
     HAND_OVER, READ_CHUNK, detach, hand_over, read_available, read_rest, recv_into, with_read_vec,
 };

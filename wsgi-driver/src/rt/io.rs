@@ -14,7 +14,9 @@ use wsgi_core::{AppIo, AppIoError, Connection, Environ, Event, Job, ResponseHead
 
 use super::conn::{send, would_block};
 use super::{Shared, Socket};
-use crate::{BodyStep, Exchange, hand_over, http_date, read_available, read_rest, recv_into};
+use crate::{
+    BodyStep, Exchange, hand_over, http_date, in_io, read_available, read_rest, recv_into,
+};
 
 /// Writes queued for the task while the app thread owns the connection; at most this many (each
 /// one response piece) wait at once before the application blocks (backpressure).
@@ -274,6 +276,11 @@ impl<S: Socket> ChannelIo<S> {
         if self.ex.out.is_empty() {
             return Ok(());
         }
+        in_io(|| self.write_out())
+    }
+
+    /// [`flush`](Self::flush)'s writes.
+    fn write_out(&mut self) -> Result<(), AppIoError> {
         // `queued` first: the task marks a failure before it counts the failed write as done.
         let queued = self.line.state.queued.load(Ordering::Acquire);
         if self.line.state.is_failed() {
@@ -339,6 +346,42 @@ impl<S: Socket> ChannelIo<S> {
         }
         Ok(())
     }
+
+    /// Sends `len` bytes of `file` from `offset` with `sendfile`, on the app thread, waiting
+    /// through the task while writes are queued ahead or the socket is full.
+    fn send_file_range(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), AppIoError> {
+        let mut at = offset;
+        let end = offset.saturating_add(len);
+        while at < end {
+            // `queued` first, as in `flush`.
+            let queued = self.line.state.queued.load(Ordering::Acquire);
+            if self.line.state.is_failed() {
+                return Err(self.lost());
+            }
+            if queued == 0 {
+                let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(1 << 30);
+                match rustix::fs::sendfile(&*self.line.socket, file, Some(&mut at), want) {
+                    // The file is shorter than it was: the body cannot be completed.
+                    Ok(0) => return Err(self.lost()),
+                    Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+                    Err(rustix::io::Errno::AGAIN) => {}
+                    Err(_) => return Err(self.lost()),
+                }
+            }
+            // Writes are queued ahead, or the socket is full: the task says when it can take
+            // more. The file is sent here, on the app thread, before this returns.
+            match self.ask(Up::WaitWritable)? {
+                Down::Writable => {}
+                _ => return Err(self.lost()),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<S: Socket> AppIo for ChannelIo<S> {
@@ -354,7 +397,7 @@ impl<S: Socket> AppIo for ChannelIo<S> {
                     let _ = self.flush();
                     return Err(AppIoError::BadRequest(e));
                 }
-                Ok(BodyStep::NeedInput) => self.fill()?,
+                Ok(BodyStep::NeedInput) => in_io(|| self.fill())?,
             }
         }
     }
@@ -383,31 +426,7 @@ impl<S: Socket> AppIo for ChannelIo<S> {
         let external = self.ex.external(conn, len)?;
         // The head and any chunk prefix go first.
         self.flush()?;
-        let mut at = offset;
-        let end = offset.saturating_add(external.send);
-        while at < end {
-            // `queued` first, as in `flush`.
-            let queued = self.line.state.queued.load(Ordering::Acquire);
-            if self.line.state.is_failed() {
-                return Err(self.lost());
-            }
-            if queued == 0 {
-                let want = usize::try_from(end - at).unwrap_or(usize::MAX).min(1 << 30);
-                match rustix::fs::sendfile(&*self.line.socket, file, Some(&mut at), want) {
-                    // The file is shorter than it was: the body cannot be completed.
-                    Ok(0) => return Err(self.lost()),
-                    Ok(_) | Err(rustix::io::Errno::INTR) => continue,
-                    Err(rustix::io::Errno::AGAIN) => {}
-                    Err(_) => return Err(self.lost()),
-                }
-            }
-            // Writes are queued ahead, or the socket is full: the task says when it can take
-            // more. The file is sent here, on the app thread, before this returns.
-            match self.ask(Up::WaitWritable)? {
-                Down::Writable => {}
-                _ => return Err(self.lost()),
-            }
-        }
+        in_io(|| self.send_file_range(file, offset, external.send))?;
         // Its suffix goes with the next flush (the end, or the next piece of body).
         self.ex.external_sent(&external)?;
         Ok(true)
