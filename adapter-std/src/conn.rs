@@ -46,7 +46,8 @@ pub(crate) enum Sent {
     Failed,
 }
 
-/// What an app thread found on a connection the poller said was readable.
+/// What an app thread found on a connection from the ready queue (readable, or with bytes
+/// buffered).
 pub(crate) enum Step {
     /// A request: the job to run.
     Job(Job),

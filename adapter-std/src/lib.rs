@@ -16,7 +16,8 @@
 //!
 //! After its response a connection goes back to the ready queue: under load its next request
 //! has usually arrived by the time an app thread takes it, and one read costs less than the
-//! poller's round trip; when it has not, the thread hands it to the poller.
+//! poller's round trip; when it has not, the thread hands it to the poller. (While one thread
+//! serves a Python application, the poller takes it instead: see below.)
 //!
 //! On Linux a TCP listener sets `TCP_DEFER_ACCEPT`: the kernel queues a connection for `accept`
 //! only once its first bytes have arrived, so the poller hands a new connection straight to the
@@ -41,8 +42,10 @@
 //! to write, several at a time, so that the thread running the application does not pay each
 //! client's wake-up; what a slow reader's socket cannot take is written by the poller as room
 //! appears (within the I/O timeout), never by an app thread between requests. The connections
-//! then wait in the poller, which reads each next request before it hands the connection over:
-//! while requests wait, the one thread running the application does no socket I/O at all.
+//! then wait in the poller, which reads each next request before it hands the connection over,
+//! so that between requests the one thread running the application makes no system call for
+//! them (a request body beyond the first read, and a response not held, it still reads and
+//! writes itself).
 //!
 //! # Example
 //!
@@ -171,15 +174,22 @@ impl Shared {
         let _ = self.ready_tx.send(c);
     }
 
-    /// Hands a busy connection to the poller to wait for its next bytes.
+    /// Hands a busy connection to the poller to wait for its next bytes. It stops counting as
+    /// busy once it is on its way: a shutdown that finds no connection busy and none idle ends
+    /// the poller, and one counted out before it was sent could be dropped unsent.
     pub(crate) fn to_idle(&self, c: Conn) {
+        self.to_poller([c]);
         self.busy.fetch_sub(1, Ordering::AcqRel);
-        self.to_poller(c);
     }
 
-    /// Hands a connection no app thread counts as busy to the poller.
-    fn to_poller(&self, c: Conn) {
-        if self.idle_tx.send(c).is_ok() {
+    /// Hands connections no app thread counts as busy to the poller, with one wake-up for
+    /// them all.
+    fn to_poller(&self, conns: impl IntoIterator<Item = Conn>) {
+        let mut sent = false;
+        for c in conns {
+            sent |= self.idle_tx.send(c).is_ok();
+        }
+        if sent {
             let _ = self.waker.wake();
         }
     }
@@ -258,15 +268,16 @@ impl Shared {
                 Some(c)
             } else {
                 // Its request may still be on the way: the poller waits for it.
-                self.to_poller(c);
+                self.to_poller([c]);
                 None
             }
         })
     }
 
     /// Writes the held responses without waiting; returns the connections that go back to the
-    /// poller (no longer counted busy), for the caller to hand over: the poller adds them
-    /// itself, an app thread sends them with one wake-up for them all. What a client slow to
+    /// poller, for the caller to hand over and then count out of `busy` (as
+    /// [`to_idle`](Self::to_idle) does): the poller adds them itself, an app thread sends them
+    /// with one wake-up for them all. What a client slow to
     /// read leaves is among them: the poller writes it as room appears (no app thread waits on
     /// that client: one that did, between requests, would stall an application that runs one
     /// thread at a time).
@@ -298,19 +309,15 @@ impl Shared {
                 }
             }
         }
-        self.busy.fetch_sub(back.len(), Ordering::AcqRel);
         back
     }
 
     /// [`write_held`](Self::write_held) on an app thread.
     fn write_held_here(&self) {
-        let mut sent = false;
-        for c in self.write_held() {
-            sent |= self.idle_tx.send(c).is_ok();
-        }
-        if sent {
-            let _ = self.waker.wake();
-        }
+        let back = self.write_held();
+        let count = back.len();
+        self.to_poller(back);
+        self.busy.fetch_sub(count, Ordering::AcqRel);
     }
 }
 
@@ -563,9 +570,12 @@ impl Poller {
                     Token(t) => self.ready(t),
                 }
             }
-            for c in self.shared.write_held() {
+            let back = self.shared.write_held();
+            let count = back.len();
+            for c in back {
                 self.add_idle(c);
             }
+            self.shared.busy.fetch_sub(count, Ordering::AcqRel);
             while let Ok(c) = self.idle_rx.try_recv() {
                 self.add_idle(c);
             }

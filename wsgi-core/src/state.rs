@@ -7,7 +7,9 @@
 //! ```text
 //!                 Head ──RequestHead──▶ Body ──BodyEnd──▶ Done ─┐
 //!   read side:     ▲                      │ (response ended      │
-//!                  │                      │  first: Drain)       │ both Done:
+//!                  │                      │  first: Drain, or    │
+//!                  │                      │  Done if no body     │ both Done:
+//!                  │                      │  is left)            │
 //!   write side:   Idle ─(RequestHead)─▶ Pending ─Head─▶ Body ─End─▶ Done ─┤ keep-alive → Head/Idle
 //!                  └──────────────────────────────────────────────────────┘ otherwise → Closed
 //! ```
@@ -161,10 +163,13 @@ impl State {
                     (&self.write, self.request),
                     (Write::Pending { continue_sent: false }, Some(r)) if r.expect_continue
                 );
-                if let Read::Body { decoder, .. } = &self.read {
+                if let Read::Body { decoder, .. } = &self.read
+                    && !decoder.is_done()
+                {
                     // The body is not fully read. A client that waits for `100 Continue` may or
                     // may not send it now, so the next request's start is unknowable; a large
-                    // rest is not worth reading just to reuse the connection.
+                    // rest is not worth reading just to reuse the connection. (A body already
+                    // complete, such as a GET's, is read however the application left it.)
                     if waiting_for_continue || !decoder.drainable(DRAIN_LIMIT) || self.eof {
                         self.keep_alive = false;
                     }

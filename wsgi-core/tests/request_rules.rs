@@ -1062,6 +1062,25 @@ fn eof_rows() {
     }
 }
 
+/// RFC 9112 §9.3.2, §9.6: pipelined requests before EOF are served when the application
+/// answers each without asking for its body's end (a GET has none): the first response does
+/// not say close, the last one does.
+#[test]
+fn eof_after_pipelined_requests_answered_without_their_body_end() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Config::default(), now);
+    conn.handle_input(&[line(b"GET /1 HTTP/1.1"), line(b"GET /2 HTTP/1.1")].concat(), now);
+    conn.handle_eof(now);
+    let mut out = Vec::new();
+    for target in [b"/1", b"/2"] {
+        let Ok(Some(Event::Request(head))) = conn.poll_event() else { panic!("no request") };
+        assert_eq!(head.target(), target);
+        respond(&mut conn, now, &mut out);
+    }
+    assert_eq!(out, [OK, OK_CLOSE].concat());
+    assert!(conn.is_closed());
+}
+
 /// RFC 9112 §9.6: EOF after a kept-alive exchange is a clean close.
 #[test]
 fn eof_after_exchange_is_clean_close() {
