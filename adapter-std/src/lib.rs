@@ -274,19 +274,17 @@ impl Shared {
         })
     }
 
-    /// Writes the held responses without waiting; returns the connections that go back to the
-    /// poller, for the caller to hand over and then count out of `busy` (as
-    /// [`to_idle`](Self::to_idle) does): the poller adds them itself, an app thread sends them
-    /// with one wake-up for them all. What a client slow to
-    /// read leaves is among them: the poller writes it as room appears (no app thread waits on
-    /// that client: one that did, between requests, would stall an application that runs one
-    /// thread at a time).
-    #[must_use]
-    fn write_held(&self) -> Vec<Conn> {
+    /// Writes the held responses without waiting, and gives `hand_back` the connections that
+    /// go back to the poller (the poller adds them itself, an app thread sends them with one
+    /// wake-up for them all), counting them out of `busy` once handed (as
+    /// [`to_idle`](Self::to_idle) does). What a client slow to read leaves is among them: the
+    /// poller writes it as room appears (no app thread waits on that client: one that did,
+    /// between requests, would stall an application that runs one thread at a time).
+    fn write_held(&self, hand_back: impl FnOnce(Vec<Conn>)) {
         let conns = {
             let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
             if held.conns.is_empty() {
-                return Vec::new();
+                return;
             }
             held.woken = false;
             std::mem::take(&mut held.conns)
@@ -309,14 +307,8 @@ impl Shared {
                 }
             }
         }
-        back
-    }
-
-    /// [`write_held`](Self::write_held) on an app thread.
-    fn write_held_here(&self) {
-        let back = self.write_held();
         let count = back.len();
-        self.to_poller(back);
+        hand_back(back);
         self.busy.fetch_sub(count, Ordering::AcqRel);
     }
 }
@@ -442,7 +434,7 @@ fn app_thread<A: Application>(
             if ready_rx.is_empty() {
                 // Nothing else to do: this thread writes what it held, and takes a new
                 // connection itself if one waits.
-                shared.write_held_here();
+                shared.write_held(|back| shared.to_poller(back));
                 accepted = shared.accept_waiting();
             }
             let c = match accepted {
@@ -531,6 +523,8 @@ impl Poller {
         let mut events = Events::with_capacity(1024);
         let mut listening = true;
         let mut shutdown_started: Option<Instant> = None;
+        // Its own handle, so that `write_held` can hand connections back to `self`.
+        let shared = self.shared.clone();
         loop {
             let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
             let timeout = if self.shared.is_shutting_down() {
@@ -570,12 +564,7 @@ impl Poller {
                     Token(t) => self.ready(t),
                 }
             }
-            let back = self.shared.write_held();
-            let count = back.len();
-            for c in back {
-                self.add_idle(c);
-            }
-            self.shared.busy.fetch_sub(count, Ordering::AcqRel);
+            shared.write_held(|back| back.into_iter().for_each(|c| self.add_idle(c)));
             while let Ok(c) = self.idle_rx.try_recv() {
                 self.add_idle(c);
             }
@@ -621,11 +610,10 @@ impl Poller {
     }
 
     fn accept(&mut self, i: usize) {
-        while let Some((c, deferred)) = self.shared.accept(i) {
+        while let Some((mut c, deferred)) = self.shared.accept(i) {
             if deferred {
                 // Its first bytes have arrived: straight to an app thread (which hands the
                 // connection back here if they are not a whole head yet).
-                let mut c = c;
                 self.shared.read_for(&mut c);
                 self.shared.to_ready(c);
             } else {
@@ -659,27 +647,32 @@ impl Poller {
     }
 
     /// An idle connection's socket is ready: the rest of its last response goes out first,
-    /// then it goes to the app threads (once something has arrived).
+    /// then it goes to the app threads once a request has arrived (in the socket, or already
+    /// read with the last one and waiting in the connection).
     fn ready(&mut self, t: usize) {
         let Some(c) = self.idle.get_mut(&t) else { return };
         if !c.unsent.is_empty() {
             let registry = self.poll.registry();
             let fd = c.stream.as_raw_fd();
-            let writing = match c.send_unsent() {
+            let waiting = match c.send_unsent() {
                 conn::Sent::Partly => return, // more when there is room
-                // Readable only from now on; bytes that already arrived are reported then.
-                conn::Sent::All => {
+                // Nothing buffered: readable only from now on (bytes that already arrived are
+                // reported then).
+                conn::Sent::All if c.conn.is_idle() => {
                     registry.reregister(&mut SourceFd(&fd), Token(t), Interest::READABLE).is_ok()
                 }
-                conn::Sent::Failed => false,
-            };
-            if !writing {
-                if let Some(c) = self.idle.remove(&t) {
-                    let _ = registry.deregister(&mut SourceFd(&fd));
-                    c.stream.shutdown();
+                conn::Sent::All => false, // a request waits in the connection: hand it over
+                conn::Sent::Failed => {
+                    if let Some(c) = self.idle.remove(&t) {
+                        let _ = registry.deregister(&mut SourceFd(&fd));
+                        c.stream.shutdown();
+                    }
+                    return;
                 }
+            };
+            if waiting {
+                return;
             }
-            return;
         }
         if let Some(mut c) = self.idle.remove(&t) {
             let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
