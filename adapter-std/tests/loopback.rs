@@ -48,7 +48,7 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Reads until `n` complete responses (each with a Content-Length) have arrived.
-fn read_responses(s: &mut TcpStream, n: usize) -> Vec<(String, Vec<u8>)> {
+fn read_responses(s: &mut impl Read, n: usize) -> Vec<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -204,7 +204,8 @@ fn large_bodies_and_bodies_past_their_length() {
 /// end. `/slow` sleeps 500 ms before its answer, `/linger` 500 ms after it (as a slow `close()`
 /// would), and `/linger-body` 500 ms between its body and its end (as a result iterable's code
 /// after its last item would); `/linger-body` and paths ending in `-iter` also check what a chunk
-/// past the Content-Length and a body read get after the body.
+/// past the Content-Length and a body read get after the body. Paths starting `/pad` get a body
+/// of 12,000 bytes (dots after the usual line).
 struct Serialized {
     lock: std::sync::Mutex<()>,
     spin: Duration,
@@ -224,7 +225,10 @@ impl Application for Serialized {
             if path == "/slow" {
                 std::thread::sleep(Duration::from_millis(500));
             }
-            let body = format!("GET {path}\n");
+            let mut body = format!("GET {path}\n");
+            if path.starts_with("/pad") {
+                body.extend(std::iter::repeat_n('.', 12_000 - body.len()));
+            }
             let length = body.len().to_string();
             let head =
                 ResponseHead::from_wsgi("200 OK", [("Content-Length", length.as_str())]).unwrap();
@@ -387,4 +391,66 @@ fn a_client_that_does_not_read_stalls_no_one() {
     });
     server.handle().shutdown();
     server.join(Duration::from_secs(5));
+}
+
+/// A held response that a client's socket cannot take at once, with the client's next
+/// requests already read along with the last one (none left in the socket): once the poller
+/// has written the rest, it hands the connection to the app threads for the requests it holds,
+/// rather than waiting for bytes that will not come.
+#[test]
+fn a_held_rest_written_by_the_poller_is_followed_by_the_requests_buffered_behind_it() {
+    // Over a Unix socket, whose send buffer (some 200 KB) does not grow as TCP's does: twenty
+    // 12 KB responses do not fit in it while the client sleeps.
+    let dir = std::env::temp_dir().join(format!("adapter-std-held-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s");
+    let tcp = Listener::bind_tcp("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let unix = Listener::bind_unix(&path).unwrap();
+    let mut config = ServerConfig::default();
+    config.threads = 4;
+    let server = start(serialized(Duration::from_micros(100)), vec![tcp, unix], config).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        // Others keep requests waiting, so that responses are held.
+        for client in 0..4 {
+            let stop = stop.clone();
+            scope.spawn(move || {
+                let mut s = connect(addr);
+                for i in 0..100_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let path = format!("/c{client}/r{i}");
+                    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                        .unwrap();
+                    assert_eq!(read_responses(&mut s, 1)[0].1, format!("GET {path}\n").as_bytes());
+                }
+            });
+        }
+        for round in 0..5 {
+            let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            // Small requests: all twenty arrive in the server's first read.
+            let paths: Vec<String> = (0..20).map(|i| format!("/pad/{round}/{i}")).collect();
+            let requests: String =
+                paths.iter().map(|p| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n")).collect();
+            s.write_all(requests.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let reading = Instant::now();
+            let got = read_responses(&mut s, paths.len());
+            let took = reading.elapsed();
+            for (path, (_, body)) in paths.iter().zip(got) {
+                assert!(body.starts_with(format!("GET {path}\n").as_bytes()));
+                assert_eq!(body.len(), 12_000);
+            }
+            // Some 240 KB on a local socket: milliseconds. A connection left waiting for bytes
+            // that had already arrived would get no further (its deadline is the request's).
+            assert!(took < Duration::from_secs(1), "round {round}: {took:?}");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    server.handle().shutdown();
+    server.join(Duration::from_secs(5));
+    let _ = std::fs::remove_dir_all(&dir);
 }
