@@ -5,7 +5,8 @@ Usage: python bench/report.py WORKDIR BENCHMARKS.md CHART.svg
 WORKDIR holds what scripts/bench wrote:
   meta.tsv      key<TAB>value lines (machine, versions, settings, load averages, runtime)
   results.tsv   server<TAB>scenario<TAB>wrk JSON or empty<TAB>reason when there is no figure
-  inprocess.json  the in-process Flask rate (bench/inprocess.py), absent if it failed
+  inprocess.jsonl  one bench/inprocess.py JSON line per round of the Flask runs (measured just
+                  before the round); absent if none ran
   idle.tsv      runtime<TAB>bench/idle_rss.py JSON or empty<TAB>reason when there is no figure
 The section between `<!-- bench:start -->` and `<!-- bench:end -->` is replaced (appended with
 its heading when the markers are missing). Standard library only: no plotting package.
@@ -14,6 +15,7 @@ its heading when the markers are missing). Standard library only: no plotting pa
 import html
 import json
 import os
+import statistics
 import sys
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -232,7 +234,7 @@ def build_section(meta, results, inproc, chart_rel, idle):
             + f" | {ratio_text} | ≥ {target}× granian | {met} |")
     # The Flask route against the in-process rate.
     if inproc:
-        rate = inproc["best"]
+        rate = inproc["median"]
         cells = []
         for server in SERVERS:
             entry = results.get((server, "flask"), {})
@@ -311,11 +313,17 @@ def build_section(meta, results, inproc, chart_rel, idle):
     out("")
     if inproc:
         rates = ", ".join(fmt_rps(r) for r in inproc["rates"])
+        rates = ", ".join(fmt_rps(r) for r in inproc["rates"])
+        ours = results.get(("wsgi-serve", "flask"), {}).get("rps")
+        against_best = (f" Against the best in-process run, wsgi-serve's median is "
+                        f"{ours / inproc['best']:.0%}.".replace("%", " %") if ours else "")
         out(f"In-process Flask rate: `bench/inprocess.py` calls the same Flask app directly "
-            f"({inproc['runs']} runs of {inproc['n']:,} requests; a prebuilt environ copied per "
-            f"request with a fresh `wsgi.input`, the body joined, `close()` called), in the bench "
-            f"virtualenv's CPython. Runs: {rates} req/s; the best, {fmt_rps(inproc['best'])}, is "
-            f"the reference (the strictest choice for the 80 % target).")
+            f"({inproc['n']:,} requests a run; a prebuilt environ copied per request with a fresh "
+            f"`wsgi.input`, the body joined, `close()` called), in the bench virtualenv's "
+            f"CPython. It runs once before each round of the Flask runs, so that a slow or fast "
+            f"spell of this shared machine falls on it and on the servers alike, and its median "
+            f"is the reference, as the servers' medians are their figures. Runs: {rates} req/s; "
+            f"median {fmt_rps(inproc['median'])}, best {fmt_rps(inproc['best'])}.{against_best}")
         out("")
     out(f"- Machine: {meta['nproc']} vCPUs (`nproc`), `{meta['cpu']}`, {meta['kernel']}. "
         f"Load average (1, 5, 15 min) at start: {meta['load_start']}; at end: "
@@ -374,7 +382,7 @@ def chart(meta, results, inproc):
         if values["granian"]:
             targets.append((values["granian"] * target, f"{target}× granian"))
         if scenario == "flask" and inproc:
-            targets.append((inproc["best"] * INPROC_TARGET, "80 % of in-process"))
+            targets.append((inproc["median"] * INPROC_TARGET, "80 % of in-process"))
         top = max([v for v in values.values() if v] + [t for t, _ in targets] + [1]) * 1.08
         svg.append(f'<text x="12" y="{y + 16}" font-weight="bold">'
                    f'{e(label.replace("`", ""))} ({e(load)})</text>')
@@ -402,12 +410,25 @@ def chart(meta, results, inproc):
     return "\n".join(svg) + "\n"
 
 
+def read_inproc(path, meta):
+    """The in-process runs, one per round of the Flask runs: their rates, median and best."""
+    if not os.path.exists(path):
+        return None
+    rates = []
+    for line in open(path, encoding="utf-8"):
+        if line.strip():
+            rates.extend(json.loads(line)["rates"])
+    if not rates:
+        return None
+    return {"rates": rates, "runs": len(rates), "n": int(meta.get("inprocess_n", 0)),
+            "median": statistics.median(rates), "best": max(rates)}
+
+
 def main():
     workdir, benchmarks, chart_path = sys.argv[1:4]
     meta = read_meta(os.path.join(workdir, "meta.tsv"))
     results = read_results(os.path.join(workdir, "results.tsv"))
-    inproc_path = os.path.join(workdir, "inprocess.json")
-    inproc = json.load(open(inproc_path)) if os.path.exists(inproc_path) else None
+    inproc = read_inproc(os.path.join(workdir, "inprocess.jsonl"), meta)
     chart_rel = os.path.relpath(chart_path, os.path.dirname(os.path.abspath(benchmarks)))
     idle = read_idle(os.path.join(workdir, "idle.tsv"))
     section, verdicts = build_section(meta, results, inproc, chart_rel, idle)
