@@ -58,8 +58,9 @@ def read_meta(path):
 
 def read_results(path):
     """One entry per (server, scenario): the median of its measured runs by requests/s, with
-    the range of all its runs; or the reason when no run gave a figure."""
-    runs, reasons = {}, {}
+    the range of all its runs and their rates in run order (`series`, `None` for a run without a
+    figure); or the reason when no run gave a figure."""
+    runs, reasons, series = {}, {}, {}
     if not os.path.exists(path):
         return {}
     with open(path, encoding="utf-8") as f:
@@ -68,6 +69,7 @@ def read_results(path):
             key = (server, scenario)
             if not data:
                 reasons.setdefault(key, reason)
+                series.setdefault(key, []).append(None)
                 continue
             wrk = json.loads(data)
             seconds = wrk["duration_us"] / 1e6
@@ -76,6 +78,7 @@ def read_results(path):
                        socket_errors=wrk["connect_errors"] + wrk["read_errors"]
                        + wrk["write_errors"] + wrk["timeouts"])
             runs.setdefault(key, []).append(wrk)
+            series.setdefault(key, []).append(wrk["rps"])
     results = {}
     for key in set(runs) | set(reasons):
         measured = sorted(runs.get(key, []), key=lambda r: r["rps"])
@@ -83,7 +86,8 @@ def read_results(path):
             results[key] = {"reason": reasons[key]}
             continue
         entry = dict(measured[(len(measured) - 1) // 2], reason="")
-        entry.update(runs=len(measured), low=measured[0]["rps"], high=measured[-1]["rps"])
+        entry.update(runs=len(measured), low=measured[0]["rps"], high=measured[-1]["rps"],
+                     series=series[key])
         results[key] = entry
     return results
 
@@ -232,24 +236,22 @@ def build_section(meta, results, inproc, chart_rel, idle):
             verdicts.append((f"{label}: ≥ {target}× granian", None, "n/a"))
         out(f"| {label} | {load} | " + " | ".join(cells)
             + f" | {ratio_text} | ≥ {target}× granian | {met} |")
-    # The Flask route against the in-process rate.
+    # The Flask route against the in-process rate, round by round (see paired_shares).
     if inproc:
-        rate = inproc["median"]
         cells = []
         for server in SERVERS:
-            entry = results.get((server, "flask"), {})
-            cells.append(f"{entry['rps'] / rate:.0%}".replace("%", " %") if "rps" in entry
-                         else "n/a")
-        ours = results.get(("wsgi-serve", "flask"), {}).get("rps")
-        if ours is not None:
-            share = ours / rate
+            share = paired_share(results.get((server, "flask"), {}), inproc)
+            cells.append(fmt_share(share) if share is not None else "n/a")
+        share = paired_share(results.get(("wsgi-serve", "flask"), {}), inproc)
+        if share is not None:
             met = "**yes**" if share >= INPROC_TARGET else "no"
             verdicts.append(("Flask JSON: ≥ 80 % of in-process", share >= INPROC_TARGET,
-                             f"{share:.0%}".replace("%", " %")))
+                             fmt_share(share)))
         else:
             met = "n/a"
             verdicts.append(("Flask JSON: ≥ 80 % of in-process", None, "n/a"))
-        out(f"| Flask JSON as a share of the in-process rate ({fmt_rps(rate)} req/s) | — | "
+        out(f"| Flask JSON as a share of the in-process rate (the median of its rounds' shares; "
+            f"in-process median {fmt_rps(inproc['median'])} req/s) | — | "
             + " | ".join(cells) + f" | — | ≥ 80 % | {met} |")
     else:
         verdicts.append(("Flask JSON: ≥ 80 % of in-process", None, "n/a"))
@@ -312,18 +314,22 @@ def build_section(meta, results, inproc, chart_rel, idle):
         "server's answer is checked with curl (status, and the body or its size).")
     out("")
     if inproc:
-        rates = ", ".join(fmt_rps(r) for r in inproc["rates"])
-        rates = ", ".join(fmt_rps(r) for r in inproc["rates"])
-        ours = results.get(("wsgi-serve", "flask"), {}).get("rps")
-        against_best = (f" Against the best in-process run, wsgi-serve's median is "
-                        f"{ours / inproc['best']:.0%}.".replace("%", " %") if ours else "")
+        rates = ", ".join(fmt_rps(r) if r else "failed" for r in inproc["rates"])
+        entry = results.get(("wsgi-serve", "flask"), {})
+        shares = ", ".join(fmt_share(x) if x is not None else "n/a"
+                           for x in round_shares(entry, inproc))
+        ours = entry.get("rps")
+        others = (f" Its median against the in-process median is "
+                  f"{fmt_share(ours / inproc['median'])}, against the best in-process run "
+                  f"{fmt_share(ours / inproc['best'])}." if ours else "")
         out(f"In-process Flask rate: `bench/inprocess.py` calls the same Flask app directly "
             f"({inproc['n']:,} requests a run; a prebuilt environ copied per request with a fresh "
             f"`wsgi.input`, the body joined, `close()` called), in the bench virtualenv's "
-            f"CPython. It runs once before each round of the Flask runs, so that a slow or fast "
-            f"spell of this shared machine falls on it and on the servers alike, and its median "
-            f"is the reference, as the servers' medians are their figures. Runs: {rates} req/s; "
-            f"median {fmt_rps(inproc['median'])}, best {fmt_rps(inproc['best'])}.{against_best}")
+            f"CPython. It runs once just before each round of the Flask runs, so that a slow or "
+            f"fast spell of this shared machine falls on it and on the servers of that round "
+            f"alike; each server's share is the median of its rounds' shares (its run ÷ that "
+            f"round's in-process run). In-process runs: {rates} req/s. wsgi-serve's shares by "
+            f"round: {shares}.{others}")
         out("")
     out(f"- Machine: {meta['nproc']} vCPUs (`nproc`), `{meta['cpu']}`, {meta['kernel']}. "
         f"Load average (1, 5, 15 min) at start: {meta['load_start']}; at end: "
@@ -411,17 +417,38 @@ def chart(meta, results, inproc):
 
 
 def read_inproc(path, meta):
-    """The in-process runs, one per round of the Flask runs: their rates, median and best."""
+    """The in-process runs, one per round of the Flask runs (`None` for a round whose run
+    failed): their rates, median and best."""
     if not os.path.exists(path):
         return None
     rates = []
     for line in open(path, encoding="utf-8"):
         if line.strip():
-            rates.extend(json.loads(line)["rates"])
-    if not rates:
+            run = json.loads(line)
+            rates.append(run["rates"][0] if run else None)
+    measured = [r for r in rates if r]
+    if not measured:
         return None
-    return {"rates": rates, "runs": len(rates), "n": int(meta.get("inprocess_n", 0)),
-            "median": statistics.median(rates), "best": max(rates)}
+    return {"rates": rates, "runs": len(measured), "n": int(meta.get("inprocess_n", 0)),
+            "median": statistics.median(measured), "best": max(measured)}
+
+
+def round_shares(entry, inproc):
+    """A server's Flask run of each round as a share of that round's in-process run (`None`
+    where either has no figure)."""
+    return [s / r if s and r else None
+            for s, r in zip(entry.get("series", []), inproc["rates"])]
+
+
+def paired_share(entry, inproc):
+    """The median of a server's round-by-round shares (the lower one of an even count, as for
+    the servers' figures), or `None` without any."""
+    shares = sorted(x for x in round_shares(entry, inproc) if x is not None)
+    return shares[(len(shares) - 1) // 2] if shares else None
+
+
+def fmt_share(share):
+    return f"{share:.0%}".replace("%", " %")
 
 
 def main():
