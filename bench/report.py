@@ -236,7 +236,7 @@ def build_section(meta, results, inproc, chart_rel, idle):
             verdicts.append((f"{label}: ≥ {target}× granian", None, "n/a"))
         out(f"| {label} | {load} | " + " | ".join(cells)
             + f" | {ratio_text} | ≥ {target}× granian | {met} |")
-    # The Flask route against the in-process rate, round by round (see paired_shares).
+    # The Flask route against the in-process rate, round by round (see paired_share).
     if inproc:
         cells = []
         for server in SERVERS:
@@ -314,22 +314,23 @@ def build_section(meta, results, inproc, chart_rel, idle):
         "server's answer is checked with curl (status, and the body or its size).")
     out("")
     if inproc:
-        rates = ", ".join(fmt_rps(r) if r else "failed" for r in inproc["rates"])
+        rates = ", ".join(f"{fmt_rps(r)} req/s" if r else "failed" for r in inproc["rates"])
         entry = results.get(("wsgi-serve", "flask"), {})
         shares = ", ".join(fmt_share(x) if x is not None else "n/a"
                            for x in round_shares(entry, inproc))
         ours = entry.get("rps")
-        others = (f" Its median against the in-process median is "
-                  f"{fmt_share(ours / inproc['median'])}, against the best in-process run "
-                  f"{fmt_share(ours / inproc['best'])}." if ours else "")
+        others = (f" wsgi-serve's shares by round: {shares}. Its median against the in-process "
+                  f"median is {fmt_share(ours / inproc['median'])}, against the best in-process "
+                  f"run {fmt_share(ours / inproc['best'])}." if ours else "")
+        failed = (f" (a run failed: {meta['inprocess_error']})"
+                  if "inprocess_error" in meta else "")
         out(f"In-process Flask rate: `bench/inprocess.py` calls the same Flask app directly "
             f"({inproc['n']:,} requests a run; a prebuilt environ copied per request with a fresh "
             f"`wsgi.input`, the body joined, `close()` called), in the bench virtualenv's "
             f"CPython. It runs once just before each round of the Flask runs, so that a slow or "
             f"fast spell of this shared machine falls on it and on the servers of that round "
             f"alike; each server's share is the median of its rounds' shares (its run ÷ that "
-            f"round's in-process run). In-process runs: {rates} req/s. wsgi-serve's shares by "
-            f"round: {shares}.{others}")
+            f"round's in-process run). In-process runs: {rates}{failed}.{others}")
         out("")
     out(f"- Machine: {meta['nproc']} vCPUs (`nproc`), `{meta['cpu']}`, {meta['kernel']}. "
         f"Load average (1, 5, 15 min) at start: {meta['load_start']}; at end: "
@@ -388,7 +389,8 @@ def chart(meta, results, inproc):
         if values["granian"]:
             targets.append((values["granian"] * target, f"{target}× granian"))
         if scenario == "flask" and inproc:
-            targets.append((inproc["median"] * INPROC_TARGET, "80 % of in-process"))
+            # A guide: the verdict is the median of the rounds' shares (see paired_share).
+            targets.append((inproc["median"] * INPROC_TARGET, "80 % of the in-process median"))
         top = max([v for v in values.values() if v] + [t for t, _ in targets] + [1]) * 1.08
         svg.append(f'<text x="12" y="{y + 16}" font-weight="bold">'
                    f'{e(label.replace("`", ""))} ({e(load)})</text>')
@@ -436,7 +438,7 @@ def read_inproc(path, meta):
 def round_shares(entry, inproc):
     """A server's Flask run of each round as a share of that round's in-process run (`None`
     where either has no figure)."""
-    return [s / r if s and r else None
+    return [s / r if s is not None and r else None
             for s, r in zip(entry.get("series", []), inproc["rates"])]
 
 
