@@ -15,7 +15,6 @@ its heading when the markers are missing). Standard library only: no plotting pa
 import html
 import json
 import os
-import statistics
 import sys
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -85,11 +84,17 @@ def read_results(path):
         if not measured:
             results[key] = {"reason": reasons[key]}
             continue
-        entry = dict(measured[(len(measured) - 1) // 2], reason="")
+        entry = dict(lower_median(measured), reason="")
         entry.update(runs=len(measured), low=measured[0]["rps"], high=measured[-1]["rps"],
                      series=series[key])
         results[key] = entry
     return results
+
+
+def lower_median(ordered):
+    """The middle item of a non-empty sorted list; the lower of the two middle ones of an even
+    count, so that a figure is always one that was measured."""
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def fmt_rps(value):
@@ -432,7 +437,7 @@ def read_inproc(path, meta):
     if not measured:
         return None
     return {"rates": rates, "runs": len(measured), "n": int(meta.get("inprocess_n", 0)),
-            "median": statistics.median(measured), "best": max(measured)}
+            "median": lower_median(sorted(measured)), "best": max(measured)}
 
 
 def round_shares(entry, inproc):
@@ -443,10 +448,10 @@ def round_shares(entry, inproc):
 
 
 def paired_share(entry, inproc):
-    """The median of a server's round-by-round shares (the lower one of an even count, as for
-    the servers' figures), or `None` without any."""
+    """The median of a server's round-by-round shares (see lower_median), or `None` without
+    any."""
     shares = sorted(x for x in round_shares(entry, inproc) if x is not None)
-    return shares[(len(shares) - 1) // 2] if shares else None
+    return lower_median(shares) if shares else None
 
 
 def fmt_share(share):

@@ -652,32 +652,42 @@ impl Poller {
     fn ready(&mut self, t: usize) {
         let Some(c) = self.idle.get_mut(&t) else { return };
         if !c.unsent.is_empty() {
-            let registry = self.poll.registry();
-            let fd = c.stream.as_raw_fd();
-            let waiting = match c.send_unsent() {
+            match c.send_unsent() {
                 conn::Sent::Partly => return, // more when there is room
+                conn::Sent::Failed => return self.close_idle(t),
                 // Nothing buffered: readable only from now on (bytes that already arrived are
                 // reported then).
                 conn::Sent::All if c.conn.is_idle() => {
-                    registry.reregister(&mut SourceFd(&fd), Token(t), Interest::READABLE).is_ok()
-                }
-                conn::Sent::All => false, // a request waits in the connection: hand it over
-                conn::Sent::Failed => {
-                    if let Some(c) = self.idle.remove(&t) {
-                        let _ = registry.deregister(&mut SourceFd(&fd));
-                        c.stream.shutdown();
+                    let fd = c.stream.as_raw_fd();
+                    let registry = self.poll.registry();
+                    if registry
+                        .reregister(&mut SourceFd(&fd), Token(t), Interest::READABLE)
+                        .is_err()
+                    {
+                        self.close_idle(t);
                     }
                     return;
                 }
-            };
-            if waiting {
-                return;
+                conn::Sent::All => {} // a request waits in the connection: hand it over
             }
         }
-        if let Some(mut c) = self.idle.remove(&t) {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+        if let Some(mut c) = self.take_idle(t) {
             self.shared.read_for(&mut c);
             self.shared.to_ready(c);
+        }
+    }
+
+    /// Takes an idle connection out of the poller.
+    fn take_idle(&mut self, t: usize) -> Option<Conn> {
+        let c = self.idle.remove(&t)?;
+        let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+        Some(c)
+    }
+
+    /// Closes an idle connection.
+    fn close_idle(&mut self, t: usize) {
+        if let Some(c) = self.take_idle(t) {
+            c.stream.shutdown();
         }
     }
 
@@ -694,8 +704,7 @@ impl Poller {
             .map(|(&t, _)| t)
             .collect();
         for t in expired {
-            let Some(mut c) = self.idle.remove(&t) else { continue };
-            let _ = self.poll.registry().deregister(&mut SourceFd(&c.stream.as_raw_fd()));
+            let Some(mut c) = self.take_idle(t) else { continue };
             if !c.unsent.is_empty() {
                 c.stream.shutdown(); // a client that did not read its response in time
                 continue;

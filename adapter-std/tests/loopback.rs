@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Reads until `n` complete responses (each with a Content-Length) have arrived.
-fn read_responses(s: &mut impl Read, n: usize) -> Vec<(String, Vec<u8>)> {
+fn read_responses(s: &mut TcpStream, n: usize) -> Vec<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -73,6 +74,12 @@ fn read_responses(s: &mut impl Read, n: usize) -> Vec<(String, Vec<u8>)> {
         }
     }
     out
+}
+
+/// Sends `GET path` and reads its response.
+fn get(s: &mut TcpStream, path: &str) -> (String, Vec<u8>) {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).unwrap();
+    read_responses(s, 1).remove(0)
 }
 
 #[test]
@@ -277,9 +284,7 @@ fn held_responses_all_arrive_whole_and_in_order() {
                     // Every other one also checks the calls after its body (see Serialized).
                     let how = if i % 2 == 1 { "-iter" } else { "" };
                     let path = format!("/c{client}/r{i}{how}");
-                    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                        .unwrap();
-                    let (head, body) = read_responses(&mut s, 1).remove(0);
+                    let (head, body) = get(&mut s, &path);
                     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
                     assert_eq!(body, format!("GET {path}\n").into_bytes());
                 }
@@ -368,9 +373,7 @@ fn a_client_that_does_not_read_stalls_no_one() {
                     let mut after = 0;
                     for i in 0..50_000 {
                         let path = format!("/c{client}/r{i}");
-                        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                            .unwrap();
-                        let (_, body) = read_responses(&mut s, 1).remove(0);
+                        let (_, body) = get(&mut s, &path);
                         assert_eq!(body, format!("GET {path}\n").into_bytes());
                         if done.load(Ordering::Relaxed) {
                             after += 1;
@@ -402,21 +405,19 @@ fn a_client_that_does_not_read_stalls_no_one() {
 fn a_held_rest_written_by_the_poller_is_followed_by_the_requests_buffered_behind_it() {
     // Over a Unix socket, whose send buffer (some 200 KB) does not grow as TCP's does: twenty
     // 12 KB responses do not fit in it while the client sleeps.
-    let dir = std::env::temp_dir().join(format!("adapter-std-held-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let _remove_dir = OnDrop(|| drop(std::fs::remove_dir_all(&dir)));
-    let path = dir.join("s");
+    let dir = wsgi_testkit::TempDir::new("adapter-std-held");
+    let path = dir.0.join("s");
     let tcp = Listener::bind_tcp("127.0.0.1:0").unwrap();
     let addr = tcp.local_addr().unwrap();
     let unix = Listener::bind_unix(&path).unwrap();
     let mut config = ServerConfig::default();
     config.threads = 4;
     let server = start(serialized(Duration::from_micros(100)), vec![tcp, unix], config).unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         // Others keep requests waiting, so that responses are held.
         for client in 0..4 {
-            let stop = stop.clone();
+            let stop = &stop;
             scope.spawn(move || {
                 let mut s = connect(addr);
                 for i in 0..100_000 {
@@ -424,29 +425,26 @@ fn a_held_rest_written_by_the_poller_is_followed_by_the_requests_buffered_behind
                         break;
                     }
                     let path = format!("/c{client}/r{i}");
-                    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                        .unwrap();
-                    assert_eq!(read_responses(&mut s, 1)[0].1, format!("GET {path}\n").as_bytes());
+                    assert_eq!(get(&mut s, &path).1, format!("GET {path}\n").as_bytes());
                 }
             });
         }
         // The others stop when the rounds end, or fail.
         let _stop = OnDrop(|| stop.store(true, Ordering::Relaxed));
         for round in 0..5 {
-            let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut c = wsgi_testkit::Client::new(UnixStream::connect(&path).unwrap());
             // Small requests: all twenty arrive in the server's first read.
             let paths: Vec<String> = (0..20).map(|i| format!("/pad/{round}/{i}")).collect();
             let requests: String =
                 paths.iter().map(|p| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n")).collect();
-            s.write_all(requests.as_bytes()).unwrap();
+            c.send(requests.as_bytes());
             std::thread::sleep(Duration::from_millis(300));
             let reading = Instant::now();
-            let got = read_responses(&mut s, paths.len());
+            let got = c.responses(paths.len());
             let took = reading.elapsed();
-            for (path, (_, body)) in paths.iter().zip(got) {
-                assert!(body.starts_with(format!("GET {path}\n").as_bytes()));
-                assert_eq!(body.len(), 12_000);
+            for (path, response) in paths.iter().zip(got) {
+                assert!(response.body.starts_with(format!("GET {path}\n").as_bytes()));
+                assert_eq!(response.body.len(), 12_000);
             }
             // Some 240 KB on a local socket: milliseconds. A connection left waiting for bytes
             // that had already arrived would get no further (the client's 10 s read timeout).

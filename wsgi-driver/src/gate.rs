@@ -162,10 +162,10 @@ impl Gate {
     /// serializes its threads and its recent requests, each less its time in [`in_io`],
     /// averaged between [`SHORT`] and [`STALL`]. The holder's own socket writes then delay the
     /// next request: every write that wakes a sleeping client costs the writer a wake-up (some
-    /// 15 µs on a small VM), during which the application waits. A driver can hold a finished response while more requests
-    /// are waiting, to write several at once, as adapter-std does. Longer requests gain nothing
-    /// from that (the wake-up is a small part of them), while a held response waits and is lost
-    /// with the process if it dies.
+    /// 15 µs on a small VM), during which the application waits. A driver can hold a finished
+    /// response while more requests are waiting, to write several at once, as adapter-std
+    /// does. Longer requests gain nothing from that (the wake-up is a small part of them), while
+    /// a held response waits and is lost with the process if it dies.
     #[must_use]
     pub fn solo(&self) -> bool {
         self.serialized && self.prompt_not_short.load(Ordering::Relaxed)
